@@ -61,12 +61,19 @@ usage() {
 
 tmp_paths=()
 tmp_add() { tmp_paths+=("$1"); }
+qemu_pidfile=
 cleanup() {
+	local pid
+	# a signal may stop us while qemu still runs: stop that qemu, and only it
+	if [ -n "$qemu_pidfile" ] && pid=$(cat "$qemu_pidfile" 2>/dev/null) &&
+		grep -q '^qemu-system' "/proc/$pid/comm" 2>/dev/null; then
+		kill "$pid" 2>/dev/null
+	fi
 	[ ${#tmp_paths[@]} -gt 0 ] && rm -rf "${tmp_paths[@]}"
 	return 0
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "vmtest: interrupted"; exit 130' INT TERM
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -213,11 +220,18 @@ q+=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,mul
 log "kernel $KVER ($VMLINUZ), $ACCEL ($ACCEL_WHY), $smp vCPUs, $mem MiB, time box ${timeout_s}s"
 log "guest runs: selftests/run.sh --build $guest_build --vm $tiers"
 t0=$SECONDS
+qemu_pidfile="$out/qemu.pid"
+q+=(-pidfile "$qemu_pidfile")
 # Console: strip terminal control codes and CRs, keep everything else (kernel warnings included).
-timeout -k 10 "$timeout_s" "${q[@]}" </dev/null 2>&1 |
-	sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/\r$//' |
-	tee "$out/console.log"
-qrc=${PIPESTATUS[0]}
+# In the background so that a signal reaches our trap while we wait.
+(
+	timeout -k 10 "$timeout_s" "${q[@]}" </dev/null 2>&1 |
+		sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/\r$//' |
+		tee "$out/console.log"
+	exit "${PIPESTATUS[0]}"
+) &
+wait $!
+qrc=$?
 dt=$((SECONDS - t0))
 # the guest's serial port is a tty: lines end in CRLF
 [ -f "$s1" ] && sed -i 's/\r$//' "$s1"
@@ -260,7 +274,13 @@ while read -r tag name n obj; do
 	h=${host_insns[$name]:-}
 	echo "prog $name: $n insns processed ${obj:+$obj}${h:+ (host $(uname -r): $h)}"
 done < <(grep '^insns ' "$s1")
-[ "$nprog" -gt 0 ] || echo "prog (none): 0 programs in $guest_build/bpf"
+if [ "$nprog" = 0 ]; then
+	if grep -q '^insns-summary ' "$s1"; then
+		echo "prog (none): 0 programs in $guest_build/bpf"
+	else
+		echo "prog (none): the guest did not get to load BPF objects"
+	fi
+fi
 ninsn_err=0
 while read -r line; do
 	echo "vmtest: verifier: $line"
@@ -269,7 +289,8 @@ done < <(sed -n 's/^insns-error //p' "$s1")
 failed=$((failed + ninsn_err))
 [ "$ninsn_err" = 0 ] || fail_reasons+=("$ninsn_err BPF programs failed to load or exceeded $insn_limit insns")
 
-echo "$dt" >"$wdir/last-run-s"
+# for vmtest/ci.sh's estimate: seconds of the whole script and of the guest alone
+[ ${#fail_reasons[@]} -eq 0 ] && echo "$SECONDS $dt $ACCEL $tiers" >"$wdir/last-run"
 log "guest run took ${dt}s ($ACCEL); logs: $out"
 for r in "${fail_reasons[@]}"; do
 	log "FAIL: $r"
