@@ -7,13 +7,16 @@
 # from a lib/modules/KVER tree when one can be found.
 #
 # Both paths set KVER, VMLINUZ and KSTAGE (a dir holding lib/modules/KVER/ with the staged modules
-# plus modules.load, the load order for the guest's /init; empty when there are no modules).
+# plus modules.load, the [boot] modules in the order the guest's /init loads them; empty when
+# there are no modules).
 #
 # Callers provide log(), die(), skip() and tmp_add() (remove a path at exit).
 
-# Module names of a list file, one per line, '-' folded to '_'.
+# Module names of a list file, one per line, '-' folded to '_'; with a second argument only
+# those of that section ([boot] or [demand]).
 mod_names() {
-	sed -e 's/#.*//' -e 's/-/_/g' "$1" | tr -s ' \t' '\n' | grep -v '^$'
+	sed -e 's/#.*//' -e 's/-/_/g' "$1" | tr -s ' \t' '\n' |
+		awk -v want="${2:-}" '/^\[.*\]$/ { sec = $0; next } NF && (want == "" || sec == "[" want "]")'
 }
 
 # The kernel version string of a bzImage: the setup header (magic "HdrS" at 0x202) holds at
@@ -32,7 +35,7 @@ bzimage_version() {
 # that already holds transitive dependencies) and its dependencies to DEST/lib/modules/KVER, then
 # index the subset with busybox depmod so the guest's busybox modprobe can resolve it.
 stage_modules() {
-	local dep=$1 src=$2 kver=$3 dest=$4 list=$5 name line rel pat
+	local dep=$1 src=$2 kver=$3 dest=$4 list=$5 name line rel pat staged=
 	local dmod="$dest/lib/modules/$kver"
 	rm -rf "$dest/lib" "$dest/modules.load"
 	mkdir -p "$dmod" || return 1
@@ -53,7 +56,10 @@ stage_modules() {
 			[ -f "$dmod/$rel" ] && continue
 			mkdir -p "$dmod/$(dirname "$rel")" && cp "$src/$rel" "$dmod/$rel" || return 1
 		done
-		echo "$name" >>"$dest/modules.load"
+		staged+=" $name"
+	done
+	for name in $(mod_names "$list" boot); do
+		case " $staged " in *" $name "*) echo "$name" >>"$dest/modules.load" ;; esac
 	done
 	for f in modules.builtin modules.order; do
 		[ -f "$src/$f" ] && cp "$src/$f" "$dmod/"
@@ -112,7 +118,7 @@ debian_kernel() {
 	KVER=${pkg#linux-image-}
 	kdir="$cache/kernels/$KVER"
 	deb=$(ls "$cache/debs/${pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1)
-	stamp="$(basename "${deb:-none}") $(mod_names "$list" | tr '\n' ' ')"
+	stamp="$(basename "${deb:-none}") $(md5sum <"$list" | cut -c1-32)"
 	if [ -f "$kdir/vmlinuz" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
 		VMLINUZ="$kdir/vmlinuz" KSTAGE=$kdir
 		return 0
@@ -122,7 +128,7 @@ debian_kernel() {
 		log "downloading $pkg with apt-get"
 		apt_download "$pkg" "$cache/debs" || skip "apt-get download $pkg failed (no mirror access?)"
 		deb=$(ls "$cache/debs/${pkg}"_*.deb | sort -V | tail -n 1)
-		stamp="$(basename "$deb") $(mod_names "$list" | tr '\n' ' ')"
+		stamp="$(basename "$deb") $(md5sum <"$list" | cut -c1-32)"
 	fi
 	command -v dpkg-deb >/dev/null || skip "dpkg-deb not found"
 	log "unpacking $(basename "$deb")"
@@ -140,7 +146,7 @@ debian_kernel() {
 			"$kdir" "$list" || die "staging kernel $KVER failed"
 	rm -rf "$tmp"
 	echo "$stamp" >"$kdir/stamp"
-	log "kernel $KVER: $(wc -l <"$kdir/modules.load") modules staged in $kdir"
+	log "kernel $KVER: $(find "$kdir/lib" -name '*.ko*' | wc -l) modules staged in $kdir"
 	VMLINUZ="$kdir/vmlinuz" KSTAGE=$kdir
 }
 
@@ -175,5 +181,5 @@ custom_kernel() {
 	stage_modules "$dep" "$moddir" "$KVER" "$stage" "$list" || die "staging modules of $KVER failed"
 	[ "$dep" = "$moddir/modules.dep" ] || rm -f "$dep"
 	KSTAGE=$stage
-	log "kernel $KVER: $(wc -l <"$stage/modules.load") modules staged from $moddir"
+	log "kernel $KVER: $(find "$stage/lib" -name '*.ko*' | wc -l) modules staged from $moddir"
 }
