@@ -24,12 +24,40 @@
 
 static int print_warnings;
 
-/* libbpf's warnings carry the verifier log of a rejected program: show them for that load only. */
+#define LOG_TAIL_LINES 30
+
+/*
+ * libbpf's warnings carry the verifier log of a rejected program: show them for that load only,
+ * and of the log only its end, where the verifier says what it refused.
+ */
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	char *msg = NULL, *start, *p;
+	int lines = 0;
+
 	if (level != LIBBPF_WARN || !print_warnings)
 		return 0;
-	return vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		return 0;
+	start = strstr(msg, "-- BEGIN PROG LOAD LOG --\n");
+	if (start) {
+		start += strlen("-- BEGIN PROG LOAD LOG --\n");
+		for (p = msg + strlen(msg); p > start; p--)
+			if (p[-1] == '\n' && ++lines > LOG_TAIL_LINES + 1)
+				break;
+		if (p > start) {
+			fwrite(msg, 1, (size_t)(start - msg), stderr);
+			fputs("[...]\n", stderr);
+			start = p;
+		} else {
+			start = msg;
+		}
+	} else {
+		start = msg;
+	}
+	fputs(start, stderr);
+	free(msg);
+	return 0;
 }
 
 static const char *base_name(const char *path)
