@@ -18,7 +18,7 @@
 #   --filter REGEX     passed to selftests/run.sh
 #   --timeout S        time box for the whole guest run (default 1200)
 #   --accel A          auto (default): KVM when /dev/kvm works and a probe boot succeeds
-#                      within VMTEST_KVM_PROBE_S (default 8) seconds, else TCG
+#                      within VMTEST_KVM_PROBE_S (default 6) seconds, else TCG
 #   --insn-limit N     fail when a BPF program makes the verifier process more than N insns
 #                      (default 100000)
 # Environment: VMTEST_CACHE (download cache, default vmtest/cache), VMTEST_KERNEL_PKG (default
@@ -41,7 +41,7 @@ accel=${VMTEST_ACCEL:-auto}
 mem=${VMTEST_MEM:-2048}
 smp=${VMTEST_SMP:-$(($(nproc) < 4 ? $(nproc) : 4))}
 insn_limit=${VMTEST_INSN_LIMIT:-100000}
-probe_s=${VMTEST_KVM_PROBE_S:-8}
+probe_s=${VMTEST_KVM_PROBE_S:-6}
 cache=${VMTEST_CACHE:-$VMTEST_DIR/cache}
 modlist=${VMTEST_MODULES:-$VMTEST_DIR/modules.list}
 
@@ -122,6 +122,9 @@ is_static "$BUSYBOX" || skip "no static busybox at $BUSYBOX: apt-get install bus
 
 # ---------------------------------------------------------------- guest build, insn counter
 mkdir -p "$wdir" || die "cannot create $wdir"
+# one run per build dir at a time: runs share $wdir/out
+exec 9>"$wdir/lock"
+flock -n 9 || die "another vmtest run is using $wdir"
 if [ "$do_build" = 1 ]; then
 	log "building the sanitizer tests in $guest_build"
 	# a clean environment: our caller may be make, whose MAKEFLAGS would override O=
@@ -149,8 +152,7 @@ build_initramfs "$initrd" "$KSTAGE" "$KVER" || die "building the initramfs faile
 # ---------------------------------------------------------------- qemu
 qemu_version=$(qemu-system-x86_64 --version | head -n 1)
 firmware=
-# qboot starts the kernel directly, ~1 s sooner than SeaBIOS under TCG and without its screen
-# control codes on the console
+# qboot starts the kernel as fast as SeaBIOS but writes no screen control codes to the console
 for f in /usr/share/qemu/qboot.rom /usr/share/qboot/bios.bin; do
 	[ -f "$f" ] && firmware=$f && break
 done
