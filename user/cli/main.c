@@ -63,6 +63,7 @@ static void global_usage(FILE *out)
 int main(int argc, char **argv)
 {
 	const struct cli_command *cmd;
+	static char prog[64];
 
 	if (argc < 2) {
 		global_usage(stderr);
@@ -85,5 +86,8 @@ int main(int argc, char **argv)
 		cli_error(NULL, "unknown command '%s' (see 'warpgate --help')", argv[1]);
 		return CLI_USAGE;
 	}
+	/* getopt prefixes its messages with argv[0]: make it "warpgate CMD". */
+	snprintf(prog, sizeof(prog), "warpgate %s", cmd->name);
+	argv[1] = prog;
 	return cmd->run(argc - 1, argv + 1);
 }
