@@ -135,7 +135,7 @@ fi
 [ -d "$guest_build" ] || die "guest build dir $guest_build does not exist"
 if [ ! -x "$insns_bin" ] || [ "$VMTEST_DIR/bpf-insns.c" -nt "$insns_bin" ]; then
 	# shellcheck disable=SC2046  # pkg-config prints several flags
-	cc -std=gnu11 -O2 -g -Wall -Wextra -o "$insns_bin.tmp" "$VMTEST_DIR/bpf-insns.c" \
+	cc -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -o "$insns_bin.tmp" "$VMTEST_DIR/bpf-insns.c" \
 		$(pkg-config --cflags --libs libbpf 2>/dev/null || echo -lbpf) &&
 		mv "$insns_bin.tmp" "$insns_bin" || die "building bpf-insns failed (libbpf-dev missing?)"
 fi
@@ -272,7 +272,7 @@ if [ "$nprog" -gt 0 ] && [ "$(id -u)" = 0 ] && [ "${VMTEST_HOST_INSNS:-1}" = 1 ]
 	done < <("$insns_bin" --limit "$insn_limit" "$guest_build/bpf" 2>/dev/null)
 fi
 log "verifier: processed insns per BPF program on $gkver (limit $insn_limit)"
-while read -r tag name n obj; do
+while read -r _ name n obj; do
 	h=${host_insns[$name]:-}
 	echo "prog $name: $n insns processed ${obj:+$obj}${h:+ (host $(uname -r): $h)}"
 done < <(grep '^insns ' "$s1")

@@ -11,6 +11,7 @@
 # there are no modules).
 #
 # Callers provide log(), die(), skip() and tmp_add() (remove a path at exit).
+# shellcheck disable=SC2034  # KVER, VMLINUZ and KSTAGE are the caller's
 
 # Module names of a list file, one per line, '-' folded to '_'; with a second argument only
 # those of that section ([boot] or [demand]).
@@ -37,7 +38,7 @@ bzimage_version() {
 stage_modules() {
 	local dep=$1 src=$2 kver=$3 dest=$4 list=$5 name line rel pat staged=
 	local dmod="$dest/lib/modules/$kver"
-	rm -rf "$dest/lib" "$dest/modules.load"
+	rm -rf "${dest:?}/lib" "$dest/modules.load"
 	mkdir -p "$dmod" || return 1
 	: >"$dest/modules.load"
 	for name in $(mod_names "$list"); do
@@ -172,7 +173,7 @@ custom_kernel() {
 	dep="$moddir/modules.dep"
 	if [ ! -f "$dep" ]; then
 		# index a tree nobody ran depmod on without writing into it
-		base=${moddir%/lib/modules/$KVER}
+		base=${moddir%/lib/modules/"$KVER"}
 		[ "$base" != "$moddir" ] || die "$moddir has no modules.dep and is not a lib/modules/$KVER dir"
 		dep=$(mktemp) && tmp_add "$dep"
 		busybox depmod -n -b "$base" "$KVER" 2>/dev/null | grep '\.ko[.a-z]*:' >"$dep"
