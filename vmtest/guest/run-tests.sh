@@ -10,6 +10,13 @@ out=/run/vmtest
 . "$out/job.env"
 res() { echo "$*" >&3; }
 
+for d in "$VMTEST_TOP" "$VMTEST_BUILD"; do
+	if [ ! -d "$d" ]; then
+		echo "vmtest-guest: $d is not visible in the guest"
+		res "error $d is not visible in the guest"
+		exit 1
+	fi
+done
 cd "$VMTEST_TOP" || exit 1
 export WARP_TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-600}
 
