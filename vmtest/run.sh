@@ -129,7 +129,7 @@ if [ "$do_build" = 1 ]; then
 	log "building the sanitizer tests in $guest_build"
 	# a clean environment: our caller may be make, whose MAKEFLAGS would override O=
 	env -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES -u MAKELEVEL \
-		make -C "$top" --no-print-directory -j"$(nproc)" SAN=1 O="$guest_build" tests bpf ||
+		make -C "$top" --no-print-directory -j"$(nproc)" SAN=1 O="${guest_build#"$top"/}" tests bpf ||
 		die "building $guest_build failed"
 fi
 [ -d "$guest_build" ] || die "guest build dir $guest_build does not exist"
