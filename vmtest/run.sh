@@ -126,10 +126,11 @@ mkdir -p "$wdir" || die "cannot create $wdir"
 exec 9>"$wdir/lock"
 flock -n 9 || die "another vmtest run is using $wdir"
 if [ "$do_build" = 1 ]; then
+	# `tests` builds the BPF objects too: every C object waits for the skeletons
 	log "building the sanitizer tests in $guest_build"
 	# a clean environment: our caller may be make, whose MAKEFLAGS would override O=
 	env -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES -u MAKELEVEL \
-		make -C "$top" --no-print-directory -j"$(nproc)" SAN=1 O="${guest_build#"$top"/}" tests bpf ||
+		make -C "$top" --no-print-directory -j"$(nproc)" SAN=1 O="${guest_build#"$top"/}" tests ||
 		die "building $guest_build failed"
 fi
 [ -d "$guest_build" ] || die "guest build dir $guest_build does not exist"

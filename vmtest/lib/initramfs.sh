@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # vmtest initramfs, sourced by vmtest/run.sh.
 #
 # The initramfs holds only what is needed before the host root is reachable over 9p: a static

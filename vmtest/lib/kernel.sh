@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # vmtest kernel acquisition, sourced by vmtest/run.sh.
 #
 # Debian's kernel is fetched with `apt-get download` and unpacked with dpkg-deb into the cache,
