@@ -871,9 +871,9 @@ int warp_sig_replay_check(struct warp_sig_replay *r, const uint8_t sender[WARP_P
 		if (!memcmp(r->tab[i].key, e.key, sizeof(e.key)))
 			return -WARP_EREPLAY;
 	}
-	/* At half load, drop expired entries and size the table for a quarter load, so the
-	 * O(cap) rebuild happens at most once per cap/4 insertions. */
-	if ((r->count + 1) * 2 > r->cap) {
+	/* At half load (or at the entry limit), drop expired entries and size the table for a
+	 * quarter load, so the O(cap) rebuild happens at most once per cap/4 insertions. */
+	if ((r->count + 1) * 2 > r->cap || r->count + 1 > r->max) {
 		size_t live = 0, want = 64;
 
 		for (i = 0; i < r->cap; i++)
