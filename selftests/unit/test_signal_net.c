@@ -92,7 +92,7 @@ static uint16_t broker_start(int i, uint16_t port)
 	f = fopen(conf, "w");
 	assert_non_null(f);
 	fprintf(f, "listener %u 127.0.0.1\nallow_anonymous true\npersistence false\n"
-		   "log_dest stderr\nlog_type error\nlog_type warning\n",
+		   "set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
 		port);
 	fclose(f);
 	pid = fork();
