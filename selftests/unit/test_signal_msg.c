@@ -55,7 +55,7 @@ static struct warp_sig_msg *new_msg(unsigned int type, const struct warp_identit
 static struct warp_sig_ep ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port,
 			      uint8_t kind)
 {
-	struct warp_sig_ep ep = { .family = 4, .kind = kind, .port = port };
+	struct warp_sig_ep ep = {.family = 4, .kind = kind, .port = port};
 
 	ep.addr[10] = 0xff;
 	ep.addr[11] = 0xff;
@@ -69,7 +69,7 @@ static struct warp_sig_ep ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16
 static void fill_punch(struct warp_sig_msg *m)
 {
 	struct warp_sig_body *b = &m->body;
-	struct warp_sig_ep v6 = { .family = 6, .kind = WARP_SIG_EP_HOST, .port = 4433 };
+	struct warp_sig_ep v6 = {.family = 6, .kind = WARP_SIG_EP_HOST, .port = 4433};
 
 	memset(b, 0, sizeof(*b));
 	warp_random(m->attempt, sizeof(m->attempt));
@@ -652,9 +652,9 @@ static void test_replay_after_decode(void **state)
 	assert_int_equal(warp_sig_replay_check(r, d->sender, d->id, warp_sig_expiry(d, 5000), NOW),
 			 0);
 	assert_int_equal(decode_b(buf, (size_t)n, NOW + 10, d), 0);
-	assert_int_equal(warp_sig_replay_check(r, d->sender, d->id, warp_sig_expiry(d, 5000),
-					       NOW + 10),
-			 -WARP_EREPLAY);
+	assert_int_equal(
+		warp_sig_replay_check(r, d->sender, d->id, warp_sig_expiry(d, 5000), NOW + 10),
+		-WARP_EREPLAY);
 	warp_sig_replay_free(r);
 	free(m);
 	free(d);

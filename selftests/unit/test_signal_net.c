@@ -52,7 +52,7 @@ static struct mproc procs[MAX_PROCS];
 
 static uint16_t free_port(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -66,7 +66,7 @@ static uint16_t free_port(void)
 
 static bool port_open(uint16_t port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	bool ok;
 
@@ -91,8 +91,9 @@ static uint16_t broker_start(int i, uint16_t port)
 	snprintf(log, sizeof(log), "%s/b%d.log", tmpdir, i);
 	f = fopen(conf, "w");
 	assert_non_null(f);
-	fprintf(f, "listener %u 127.0.0.1\nallow_anonymous true\npersistence false\n"
-		   "set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+	fprintf(f,
+		"listener %u 127.0.0.1\nallow_anonymous true\npersistence false\n"
+		"set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
 		port);
 	fclose(f);
 	pid = fork();
@@ -156,7 +157,7 @@ static bool wait_pred(void *user)
 
 static int wait_for(bool (*pred)(void *), void *arg, int timeout_ms)
 {
-	struct wait_ctx w = { pred, arg };
+	struct wait_ctx w = {pred, arg};
 
 	return warp_loop_run_until(loop, wait_pred, &w, timeout_ms);
 }
@@ -217,7 +218,7 @@ static void bc_state(struct warp_broker *b, enum warp_broker_state st, int err, 
 		c->last_err = err;
 }
 
-static const struct warp_broker_ops bc_ops = { bc_message, bc_state };
+static const struct warp_broker_ops bc_ops = {bc_message, bc_state};
 
 static const struct warp_broker_opts fast_opts = {
 	.connect_timeout_ms = 1000,
@@ -345,8 +346,8 @@ static void test_broker_reconnect(void **state)
 static void test_broker_refused_and_timeout(void **state)
 {
 	struct warp_broker_opts o = fast_opts;
-	struct warp_broker_addr a = { .host = "127.0.0.1" };
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct warp_broker_addr a = {.host = "127.0.0.1"};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t slen = sizeof(sa);
 	struct bclient c;
 	struct warp_broker_stats st;
@@ -469,7 +470,7 @@ static bool node_ready(void *arg)
 
 static void wait_ready(struct node *n, unsigned int want, int timeout_ms)
 {
-	struct ready_ctx r = { n, want };
+	struct ready_ctx r = {n, want};
 
 	assert_int_equal(wait_for(node_ready, &r, timeout_ms), 0);
 }
@@ -488,22 +489,21 @@ static bool node_count(void *arg)
 
 static int wait_total(struct node *n, int want, int timeout_ms)
 {
-	struct count_ctx c = { n, want };
+	struct count_ctx c = {n, want};
 
 	return wait_for(node_count, &c, timeout_ms);
 }
 
 static void punch_offer(struct node *from, struct node *to, struct warp_sig_msg *m)
 {
-	struct warp_sig_ep ep = { .family = 6, .kind = WARP_SIG_EP_HOST, .port = 5000 };
+	struct warp_sig_ep ep = {.family = 6, .kind = WARP_SIG_EP_HOST, .port = 5000};
 
 	ep.addr[15] = 1;
 	assert_int_equal(warp_signal_msg_init(from->s, m, WARP_SIG_PUNCH_OFFER,
 					      warp_identity_pubkey(to->id)),
 			 0);
 	warp_random(m->attempt, WARP_SIG_ID_LEN);
-	m->body.present = WARP_SIGF_TRANSPORT | WARP_SIGF_ROLE | WARP_SIGF_START |
-			  WARP_SIGF_SECRET;
+	m->body.present = WARP_SIGF_TRANSPORT | WARP_SIGF_ROLE | WARP_SIGF_START | WARP_SIGF_SECRET;
 	m->body.transport = WARP_SIG_UDP;
 	m->body.role = WARP_SIG_ROLE_INITIATOR;
 	m->body.start_ms = m->created_ms + 500;
@@ -535,7 +535,7 @@ static void send_batch(struct node *a, struct node *b, int count, int expect_bro
 /* The acceptance test: two brokers, one stopped mid-test, then restarted. */
 static void test_signal_one_broker_down(void **state)
 {
-	const int slots[] = { 0, 1 };
+	const int slots[] = {0, 1};
 	struct node a, b;
 	struct warp_signal_stats st;
 	uint16_t port0, port1;
@@ -587,8 +587,7 @@ static void test_signal_one_broker_down(void **state)
 	node_free(&b);
 }
 
-static void addr_request_handler(struct warp_signal *s, const struct warp_sig_msg *req,
-				 void *user)
+static void addr_request_handler(struct warp_signal *s, const struct warp_sig_msg *req, void *user)
 {
 	struct warp_sig_msg *r = malloc(sizeof(*r));
 
@@ -600,8 +599,7 @@ static void addr_request_handler(struct warp_signal *s, const struct warp_sig_ms
 	free(r);
 }
 
-static void on_reply(struct warp_signal *s, int err, const struct warp_sig_msg *reply,
-		     void *user)
+static void on_reply(struct warp_signal *s, int err, const struct warp_sig_msg *reply, void *user)
 {
 	struct node *n = user;
 
@@ -618,7 +616,7 @@ static bool req_done(void *arg)
 
 static void test_signal_request_reply(void **state)
 {
-	const int slots[] = { 0, 1 };
+	const int slots[] = {0, 1};
 	struct node a, b, c;
 	struct warp_sig_msg *m = malloc(sizeof(*m));
 	const struct warp_broker_addr *bb;
@@ -634,9 +632,8 @@ static void test_signal_request_reply(void **state)
 	nb = warp_signal_brokers(b.s, &bb);
 
 	/* ADDR_REQUEST answered by the handler, reply matched to the request. */
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST,
-					      warp_identity_pubkey(b.id)),
-			 0);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST, warp_identity_pubkey(b.id)), 0);
 	assert_int_equal(warp_signal_request(a.s, m, bb, nb, 3000, on_reply, &a), 2);
 	assert_int_equal(wait_for(req_done, &a, 4000), 0);
 	assert_int_equal(a.req_err, 0);
@@ -649,14 +646,13 @@ static void test_signal_request_reply(void **state)
 
 	/* A request type nobody handles: automatic ERROR(UNSUPPORTED). */
 	a.req_done = 0;
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_RELAY_OFFER,
-					      warp_identity_pubkey(b.id)),
-			 0);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_RELAY_OFFER, warp_identity_pubkey(b.id)), 0);
 	warp_random(m->attempt, WARP_SIG_ID_LEN);
 	m->body.present = WARP_SIGF_TRANSPORT | WARP_SIGF_RELAY_SERVER | WARP_SIGF_RELAYED;
 	m->body.transport = WARP_SIG_UDP;
-	m->body.relay_server = (struct warp_sig_ep){ .family = 6, .kind = 1, .port = 3478 };
-	m->body.relayed = (struct warp_sig_ep){ .family = 6, .kind = 5, .port = 50000 };
+	m->body.relay_server = (struct warp_sig_ep){.family = 6, .kind = 1, .port = 3478};
+	m->body.relayed = (struct warp_sig_ep){.family = 6, .kind = 5, .port = 50000};
 	assert_true(warp_signal_request(a.s, m, bb, nb, 3000, on_reply, &a) > 0);
 	assert_int_equal(wait_for(req_done, &a, 4000), 0);
 	assert_int_equal(a.req_err, 0);
@@ -668,26 +664,23 @@ static void test_signal_request_reply(void **state)
 	memset(&c, 0, sizeof(c));
 	c.id = warp_identity_generate();
 	a.req_done = 0;
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST,
-					      warp_identity_pubkey(c.id)),
-			 0);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST, warp_identity_pubkey(c.id)), 0);
 	assert_true(warp_signal_request(a.s, m, bb, nb, 300, on_reply, &a) > 0);
 	assert_int_equal(wait_for(req_done, &a, 2000), 0);
 	assert_int_equal(a.req_err, -ETIMEDOUT);
 
 	/* Cancelled, and pending ones cancelled by the free. */
 	a.req_done = 0;
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST,
-					      warp_identity_pubkey(c.id)),
-			 0);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST, warp_identity_pubkey(c.id)), 0);
 	assert_true(warp_signal_request(a.s, m, bb, nb, 3000, on_reply, &a) > 0);
 	assert_int_equal(warp_signal_request_cancel(a.s, m->id), 0);
 	assert_int_equal(a.req_err, -ECANCELED);
 	assert_int_equal(warp_signal_request_cancel(a.s, m->id), -ENOENT);
 	a.req_done = 0;
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST,
-					      warp_identity_pubkey(c.id)),
-			 0);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST, warp_identity_pubkey(c.id)), 0);
 	assert_true(warp_signal_request(a.s, m, bb, nb, 3000, on_reply, &a) > 0);
 	warp_identity_free(c.id);
 	node_free(&a);
@@ -709,7 +702,7 @@ static void on_attempt(struct warp_signal *s, const struct warp_sig_msg *m, void
 
 static void test_signal_attempt_dispatch(void **state)
 {
-	const int slots[] = { 0 };
+	const int slots[] = {0};
 	struct node a, b;
 	struct warp_sig_msg *m = malloc(sizeof(*m));
 	uint8_t attempt[WARP_SIG_ID_LEN];
@@ -726,8 +719,7 @@ static void test_signal_attempt_dispatch(void **state)
 	punch_offer(&a, &b, m);
 	memcpy(m->attempt, attempt, sizeof(attempt));
 	assert_int_equal(send_to(&a, &b, m), 1); /* one broker known: one publish */
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_CANCEL,
-					      warp_identity_pubkey(b.id)),
+	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_CANCEL, warp_identity_pubkey(b.id)),
 			 0);
 	memcpy(m->attempt, attempt, sizeof(attempt));
 	assert_int_equal(send_to(&a, &b, m), 1);
@@ -735,8 +727,7 @@ static void test_signal_attempt_dispatch(void **state)
 	assert_int_equal(attempt_hits, 2);
 	assert_int_equal(b.total, 0);
 	/* Unregistered: the type handler gets the next one. */
-	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_CANCEL,
-					      warp_identity_pubkey(b.id)),
+	assert_int_equal(warp_signal_msg_init(a.s, m, WARP_SIG_CANCEL, warp_identity_pubkey(b.id)),
 			 0);
 	memcpy(m->attempt, attempt, sizeof(attempt));
 	send_to(&a, &b, m);
@@ -752,7 +743,7 @@ static void test_signal_attempt_dispatch(void **state)
  * forgeries and messages for someone else are dropped too. */
 static void test_signal_replay_and_garbage(void **state)
 {
-	const int slots[] = { 0, 1 };
+	const int slots[] = {0, 1};
 	struct node a, b, c;
 	struct bclient spy, inj;
 	struct warp_signal_stats st;
@@ -824,7 +815,7 @@ static void test_signal_replay_and_garbage(void **state)
 
 static void test_signal_rate_limit(void **state)
 {
-	const int slots[] = { 0 };
+	const int slots[] = {0};
 	struct warp_broker_addr addr;
 	struct warp_signal_cfg cfg = {
 		.brokers = &addr,
@@ -866,7 +857,7 @@ static void test_signal_rate_limit(void **state)
  * connection to 0 and opens a publish-only connection to 1. */
 static void test_signal_extra_broker(void **state)
 {
-	const int slots_a[] = { 0 }, slots_b[] = { 1, 0 };
+	const int slots_a[] = {0}, slots_b[] = {1, 0};
 	struct node a, b;
 	struct warp_signal_stats st;
 	struct warp_sig_msg *m = malloc(sizeof(*m));
@@ -930,7 +921,7 @@ static void measure(struct node *a, struct node *b, int count, const char *what)
 
 static void test_signal_latency(void **state)
 {
-	const int one[] = { 0 }, two[] = { 0, 1 };
+	const int one[] = {0}, two[] = {0, 1};
 	struct node a, b;
 	struct warp_sig_msg *m = malloc(sizeof(*m)), *d = malloc(sizeof(*d));
 	uint8_t buf[WARP_SIG_MAX_PAYLOAD];
@@ -978,8 +969,8 @@ static void test_signal_latency(void **state)
 
 static const char *find_mosquitto(void)
 {
-	static const char *const paths[] = { "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto",
-					     "/usr/bin/mosquitto", "/usr/local/bin/mosquitto" };
+	static const char *const paths[] = {"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto",
+					    "/usr/bin/mosquitto", "/usr/local/bin/mosquitto"};
 
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (access(paths[i], X_OK) == 0)

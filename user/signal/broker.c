@@ -25,7 +25,7 @@
 #include "core/util.h"
 #include "signal/broker.h"
 
-#define TICK_MS          1000
+#define TICK_MS		 1000
 #define QUEUE_DEFAULT_MS 30000
 
 struct queued {
@@ -56,7 +56,7 @@ struct warp_broker {
 	unsigned int fd_events;
 
 	enum warp_broker_state state;
-	unsigned int failures; /* consecutive, drives the backoff */
+	unsigned int failures;	  /* consecutive, drives the backoff */
 	struct warp_timer *retry; /* connect timeout or backoff */
 	struct warp_timer *tick;  /* keepalive and queue expiry */
 
@@ -682,7 +682,7 @@ int warp_broker_subscribe(struct warp_broker *b, const char *topic)
 		return -ENOMEM;
 	}
 	b->subs = subs;
-	b->subs[b->nsubs] = (struct sub){ .topic = t, .mid = -1 };
+	b->subs[b->nsubs] = (struct sub){.topic = t, .mid = -1};
 	b->nsubs++;
 	if (b->state == WARP_BROKER_CONNECTED || b->state == WARP_BROKER_READY) {
 		if (b->state == WARP_BROKER_READY)
@@ -694,8 +694,8 @@ int warp_broker_subscribe(struct warp_broker *b, const char *topic)
 	return 0;
 }
 
-int warp_broker_publish(struct warp_broker *b, const char *topic, const void *payload,
-			size_t len, uint64_t expires_ms)
+int warp_broker_publish(struct warp_broker *b, const char *topic, const void *payload, size_t len,
+			uint64_t expires_ms)
 {
 	uint64_t now = warp_time_ms();
 	struct queued *q;

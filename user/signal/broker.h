@@ -18,7 +18,7 @@
 
 #include <warpgate/loop.h>
 
-#define WARP_BROKER_HOST_MAX     253
+#define WARP_BROKER_HOST_MAX	 253
 #define WARP_BROKER_DEFAULT_PORT 1883
 
 struct warp_broker_addr {
@@ -34,11 +34,11 @@ int warp_broker_addr_format(const struct warp_broker_addr *a, char *buf, size_t 
 bool warp_broker_addr_equal(const struct warp_broker_addr *a, const struct warp_broker_addr *b);
 
 enum warp_broker_state {
-	WARP_BROKER_IDLE = 0,   /* not started, or stopped */
+	WARP_BROKER_IDLE = 0,	/* not started, or stopped */
 	WARP_BROKER_CONNECTING, /* TCP connect and CONNECT sent, waiting for CONNACK */
-	WARP_BROKER_CONNECTED,  /* CONNACK accepted; subscriptions in flight */
-	WARP_BROKER_READY,      /* every subscription acknowledged */
-	WARP_BROKER_BACKOFF,    /* waiting before the next attempt */
+	WARP_BROKER_CONNECTED,	/* CONNACK accepted; subscriptions in flight */
+	WARP_BROKER_READY,	/* every subscription acknowledged */
+	WARP_BROKER_BACKOFF,	/* waiting before the next attempt */
 };
 
 const char *warp_broker_state_name(enum warp_broker_state st);
@@ -56,18 +56,18 @@ struct warp_broker_opts {
 	uint32_t connect_timeout_ms; /* TCP + CONNACK; default 5000 */
 	uint32_t backoff_min_ms;     /* first retry delay; default 500 */
 	uint32_t backoff_max_ms;     /* cap; default 30000 */
-	uint16_t keepalive_s;        /* MQTT keepalive; default 30 */
-	uint16_t queue_max;          /* publishes held while disconnected; default 64 */
+	uint16_t keepalive_s;	     /* MQTT keepalive; default 30 */
+	uint16_t queue_max;	     /* publishes held while disconnected; default 64 */
 };
 
 struct warp_broker_stats {
-	uint64_t connects;     /* CONNACKs accepted */
-	uint64_t failures;     /* attempts or connections that ended in error */
-	uint64_t published;    /* handed to the connection */
-	uint64_t queued;       /* held for a later connection */
-	uint64_t expired;      /* dropped from the queue unsent */
-	uint64_t received;     /* messages delivered to on_message */
-	uint32_t backoff_ms;   /* current (last chosen) retry delay */
+	uint64_t connects;   /* CONNACKs accepted */
+	uint64_t failures;   /* attempts or connections that ended in error */
+	uint64_t published;  /* handed to the connection */
+	uint64_t queued;     /* held for a later connection */
+	uint64_t expired;    /* dropped from the queue unsent */
+	uint64_t received;   /* messages delivered to on_message */
+	uint32_t backoff_ms; /* current (last chosen) retry delay */
 };
 
 /* NULL opts: defaults.  ops->on_* may be NULL.  The broker does nothing until started. */
@@ -86,8 +86,8 @@ void warp_broker_stop(struct warp_broker *b);
 int warp_broker_subscribe(struct warp_broker *b, const char *topic);
 /* QoS 1 publish: sent now when connected, else queued until expires_ms (warp_time_ms()
  * clock; 0: the queue's default of 30 s).  -ENOBUFS when the queue is full. */
-int warp_broker_publish(struct warp_broker *b, const char *topic, const void *payload,
-			size_t len, uint64_t expires_ms);
+int warp_broker_publish(struct warp_broker *b, const char *topic, const void *payload, size_t len,
+			uint64_t expires_ms);
 
 enum warp_broker_state warp_broker_get_state(const struct warp_broker *b);
 const struct warp_broker_addr *warp_broker_get_addr(const struct warp_broker *b);

@@ -15,30 +15,29 @@
 
 /* TLV tags.  Bit 15 marks a critical tag: a receiver that does not know it must reject the
  * message; unknown tags without it are skipped. */
-#define TLV_CRITICAL      0x8000
-#define TLV_HDR           4
+#define TLV_CRITICAL 0x8000
 
 #define META_REPLY_BROKER 0x0001
 
-#define TAG_BLOB          0x0010
-#define TAG_TRANSPORT     0x0011
-#define TAG_ROLE          0x0012
-#define TAG_ENDPOINT      0x0013
-#define TAG_START_MS      0x0014
-#define TAG_SECRET        0x0015
-#define TAG_PORT_INFO     0x0016
-#define TAG_INTERVAL_MS   0x0017
-#define TAG_DURATION_MS   0x0018
-#define TAG_CID           0x0019
-#define TAG_RELAY_SERVER  0x001a
-#define TAG_RELAYED       0x001b
-#define TAG_RELAY_NAME    0x001c
-#define TAG_LIFETIME_S    0x001d
-#define TAG_CODE          0x001e
-#define TAG_TEXT          0x001f
+#define TAG_BLOB	 0x0010
+#define TAG_TRANSPORT	 0x0011
+#define TAG_ROLE	 0x0012
+#define TAG_ENDPOINT	 0x0013
+#define TAG_START_MS	 0x0014
+#define TAG_SECRET	 0x0015
+#define TAG_PORT_INFO	 0x0016
+#define TAG_INTERVAL_MS	 0x0017
+#define TAG_DURATION_MS	 0x0018
+#define TAG_CID		 0x0019
+#define TAG_RELAY_SERVER 0x001a
+#define TAG_RELAYED	 0x001b
+#define TAG_RELAY_NAME	 0x001c
+#define TAG_LIFETIME_S	 0x001d
+#define TAG_CODE	 0x001e
+#define TAG_TEXT	 0x001f
 
-#define EP_LEN            20 /* family, kind, port, 16-byte address; longer values: extensions */
-#define PORT_INFO_LEN     8
+#define EP_LEN	      20 /* family, kind, port, 16-byte address; longer values: extensions */
+#define PORT_INFO_LEN 8
 
 /* version, type, flags(2), sender, recipient, id, attempt, reply_to, created(8), ttl(4) */
 #define INNER_FIXED (4 + 2 * WARP_PUBKEY_LEN + 3 * WARP_SIG_ID_LEN + 8 + 4)
@@ -51,10 +50,14 @@ static const char sign_ctx[] = "warpgate signal v1";
 #define SIGN_CTX_LEN sizeof(sign_ctx) /* with the NUL */
 
 static const char *const type_names[] = {
-	[WARP_SIG_ADDR_REQUEST] = "ADDR_REQUEST", [WARP_SIG_ADDR_REPLY] = "ADDR_REPLY",
-	[WARP_SIG_CONNECT_BACK] = "CONNECT_BACK", [WARP_SIG_PUNCH_OFFER] = "PUNCH_OFFER",
-	[WARP_SIG_PUNCH_ANSWER] = "PUNCH_ANSWER", [WARP_SIG_RELAY_OFFER] = "RELAY_OFFER",
-	[WARP_SIG_RELAY_ANSWER] = "RELAY_ANSWER", [WARP_SIG_CANCEL] = "CANCEL",
+	[WARP_SIG_ADDR_REQUEST] = "ADDR_REQUEST",
+	[WARP_SIG_ADDR_REPLY] = "ADDR_REPLY",
+	[WARP_SIG_CONNECT_BACK] = "CONNECT_BACK",
+	[WARP_SIG_PUNCH_OFFER] = "PUNCH_OFFER",
+	[WARP_SIG_PUNCH_ANSWER] = "PUNCH_ANSWER",
+	[WARP_SIG_RELAY_OFFER] = "RELAY_OFFER",
+	[WARP_SIG_RELAY_ANSWER] = "RELAY_ANSWER",
+	[WARP_SIG_CANCEL] = "CANCEL",
 	[WARP_SIG_ERROR] = "ERROR",
 };
 
@@ -144,7 +147,7 @@ int warp_sig_add_ep(struct warp_sig_body *b, const struct warp_sig_ep *ep)
 
 /* ---- field validation shared by encoder and decoder ---- */
 
-static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 static int ep_check(const struct warp_sig_ep *ep)
 {
@@ -201,8 +204,8 @@ int warp_sig_msg_check(const struct warp_sig_msg *m)
 	    b->ncids > WARP_SIG_MAX_CIDS || b->blob_len > WARP_SIG_BLOB_MAX)
 		return -WARP_ERANGE;
 	for (unsigned int i = 0; i < m->nbrokers; i++) {
-		err = host_check(m->brokers[i].host, strnlen(m->brokers[i].host,
-							      sizeof(m->brokers[i].host)));
+		err = host_check(m->brokers[i].host,
+				 strnlen(m->brokers[i].host, sizeof(m->brokers[i].host)));
 		if (err)
 			return err;
 		if (m->brokers[i].port == 0)
@@ -619,8 +622,7 @@ int warp_sig_write_inner(const struct warp_sig_msg *m, uint8_t *out, size_t cap)
 	return w.err ? w.err : (int)w.off;
 }
 
-int warp_sig_parse_inner(const uint8_t *in, size_t len, struct warp_sig_msg *m,
-			 size_t *signed_len)
+int warp_sig_parse_inner(const uint8_t *in, size_t len, struct warp_sig_msg *m, size_t *signed_len)
 {
 	struct warp_rd r = warp_rd_init(in, len);
 	const uint8_t *meta, *body;
@@ -709,8 +711,8 @@ out:
 	return err;
 }
 
-int warp_sig_decode(const struct warp_identity *id, const uint8_t *in, size_t len,
-		    uint64_t now_ms, uint32_t skew_ms, struct warp_sig_msg *m)
+int warp_sig_decode(const struct warp_identity *id, const uint8_t *in, size_t len, uint64_t now_ms,
+		    uint32_t skew_ms, struct warp_sig_msg *m)
 {
 	const uint8_t *me = warp_identity_pubkey(id);
 	uint8_t tag[WARP_SIG_TAG_LEN];
@@ -773,7 +775,7 @@ out:
 
 struct replay_ent {
 	uint8_t key[WARP_SIG_ID_LEN + 8]; /* id | first 8 bytes of the sender's x coordinate */
-	uint64_t expires;                 /* 0: empty slot */
+	uint64_t expires;		  /* 0: empty slot */
 };
 
 struct warp_sig_replay {
@@ -859,7 +861,7 @@ static int rebuild(struct warp_sig_replay *r, size_t new_cap, uint64_t now_ms)
 int warp_sig_replay_check(struct warp_sig_replay *r, const uint8_t sender[WARP_PUBKEY_LEN],
 			  const uint8_t id[WARP_SIG_ID_LEN], uint64_t expires_ms, uint64_t now_ms)
 {
-	struct replay_ent e = { .expires = expires_ms ? expires_ms : 1 };
+	struct replay_ent e = {.expires = expires_ms ? expires_ms : 1};
 	size_t i;
 	int err;
 

@@ -23,21 +23,21 @@
 
 #include <warpgate/identity.h>
 
-#define WARP_SIG_VERSION      1
-#define WARP_SIG_ID_LEN       16 /* message ids and attempt ids: random 128-bit */
-#define WARP_SIG_TAG_LEN      16 /* recipient tag: truncated hash of the recipient key */
-#define WARP_SIG_SECRET_LEN   32
-#define WARP_SIG_CID_LEN      8
-#define WARP_SIG_OUTER_HDR    (2 + WARP_SIG_TAG_LEN)
-#define WARP_SIG_MAX_PAYLOAD  8192 /* whole MQTT payload */
-#define WARP_SIG_BLOB_MAX     4096 /* ADDR_REPLY address blob */
-#define WARP_SIG_MAX_EPS      16
-#define WARP_SIG_MAX_CIDS     4
-#define WARP_SIG_MAX_BROKERS  8 /* reply brokers carried in the meta block */
-#define WARP_SIG_HOST_MAX     253
-#define WARP_SIG_TEXT_MAX     200
-#define WARP_SIG_TTL_MAX_MS   120000u
-#define WARP_SIG_SKEW_MS      5000u /* default clock skew tolerance */
+#define WARP_SIG_VERSION     1
+#define WARP_SIG_ID_LEN	     16 /* message ids and attempt ids: random 128-bit */
+#define WARP_SIG_TAG_LEN     16 /* recipient tag: truncated hash of the recipient key */
+#define WARP_SIG_SECRET_LEN  32
+#define WARP_SIG_CID_LEN     8
+#define WARP_SIG_OUTER_HDR   (2 + WARP_SIG_TAG_LEN)
+#define WARP_SIG_MAX_PAYLOAD 8192 /* whole MQTT payload */
+#define WARP_SIG_BLOB_MAX    4096 /* ADDR_REPLY address blob */
+#define WARP_SIG_MAX_EPS     16
+#define WARP_SIG_MAX_CIDS    4
+#define WARP_SIG_MAX_BROKERS 8 /* reply brokers carried in the meta block */
+#define WARP_SIG_HOST_MAX    253
+#define WARP_SIG_TEXT_MAX    200
+#define WARP_SIG_TTL_MAX_MS  120000u
+#define WARP_SIG_SKEW_MS     5000u /* default clock skew tolerance */
 /* "wg1/s/" + 32 hex digits + NUL */
 #define WARP_SIG_TOPIC_PREFIX "wg1/s/"
 #define WARP_SIG_TOPIC_LEN    (sizeof(WARP_SIG_TOPIC_PREFIX) - 1 + 2 * WARP_SIG_TAG_LEN)
@@ -67,27 +67,27 @@ enum warp_sig_role {
 
 /* Where an endpoint comes from: tells the peer how much to trust it and how to probe it. */
 enum warp_sig_ep_kind {
-	WARP_SIG_EP_HOST = 1,      /* a local interface address */
+	WARP_SIG_EP_HOST = 1,	   /* a local interface address */
 	WARP_SIG_EP_REFLEXIVE = 2, /* mapped address seen by a STUN server */
 	WARP_SIG_EP_PREDICTED = 3, /* port predicted from the NAT's allocation pattern */
-	WARP_SIG_EP_MAPPED = 4,    /* explicit mapping (UPnP IGD, NAT-PMP, PCP) */
+	WARP_SIG_EP_MAPPED = 4,	   /* explicit mapping (UPnP IGD, NAT-PMP, PCP) */
 	WARP_SIG_EP_RELAYED = 5,   /* TURN relayed address */
 };
 
 /* Codes of ERROR messages (and optional CANCEL reasons). */
 enum warp_sig_code {
 	WARP_SIG_ERR_UNSUPPORTED = 1, /* no handler for this request type */
-	WARP_SIG_ERR_BUSY = 2,        /* too many attempts in progress */
+	WARP_SIG_ERR_BUSY = 2,	      /* too many attempts in progress */
 	WARP_SIG_ERR_REFUSED = 3,     /* policy says no */
 	WARP_SIG_ERR_BAD_REQUEST = 4, /* request understood but unusable */
 	WARP_SIG_ERR_INTERNAL = 5,
-	WARP_SIG_CANCEL_DONE = 16,      /* CANCEL: the attempt succeeded another way */
+	WARP_SIG_CANCEL_DONE = 16,	/* CANCEL: the attempt succeeded another way */
 	WARP_SIG_CANCEL_ABANDONED = 17, /* CANCEL: gave up */
 };
 
 struct warp_sig_ep {
 	uint8_t family; /* 4 or 6 */
-	uint8_t kind;   /* enum warp_sig_ep_kind */
+	uint8_t kind;	/* enum warp_sig_ep_kind */
 	uint16_t port;
 	uint8_t addr[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 };
@@ -120,13 +120,13 @@ enum {
 struct warp_sig_body {
 	uint32_t present;
 	uint8_t transport; /* enum warp_sig_transport */
-	uint8_t role;      /* enum warp_sig_role */
+	uint8_t role;	   /* enum warp_sig_role */
 	uint64_t start_ms; /* synced clock: when both sides start probing */
 	uint8_t secret[WARP_SIG_SECRET_LEN];
-	int32_t port_delta; /* observed step between consecutive NAT port allocations */
+	int32_t port_delta;	     /* observed step between consecutive NAT port allocations */
 	uint16_t range_lo, range_hi; /* ports worth trying around the prediction */
-	uint16_t interval_ms;        /* probe interval */
-	uint32_t duration_ms;        /* how long to keep probing */
+	uint16_t interval_ms;	     /* probe interval */
+	uint32_t duration_ms;	     /* how long to keep probing */
 	uint8_t neps;
 	struct warp_sig_ep eps[WARP_SIG_MAX_EPS];
 	uint8_t ncids;
@@ -147,7 +147,7 @@ struct warp_sig_msg {
 	uint8_t id[WARP_SIG_ID_LEN];
 	uint8_t attempt[WARP_SIG_ID_LEN];  /* all zero: none */
 	uint8_t reply_to[WARP_SIG_ID_LEN]; /* all zero: not a reply */
-	uint64_t created_ms;               /* synced wall clock, ms since the Unix epoch */
+	uint64_t created_ms;		   /* synced wall clock, ms since the Unix epoch */
 	uint32_t ttl_ms;
 	uint8_t nbrokers; /* where the sender listens, for replies */
 	struct warp_sig_broker brokers[WARP_SIG_MAX_BROKERS];
@@ -182,13 +182,12 @@ int warp_sig_encode(const struct warp_identity *id, struct warp_sig_msg *m, uint
 
 /* Opens, parses and checks a payload addressed to id: recipient tag and key, signature, TTL
  * against now_ms with skew_ms tolerance, body.  Does not check replays. */
-int warp_sig_decode(const struct warp_identity *id, const uint8_t *in, size_t len,
-		    uint64_t now_ms, uint32_t skew_ms, struct warp_sig_msg *m);
+int warp_sig_decode(const struct warp_identity *id, const uint8_t *in, size_t len, uint64_t now_ms,
+		    uint32_t skew_ms, struct warp_sig_msg *m);
 
 /* Parses a plaintext inner message without checking its signature or time (fuzzing, tests);
  * *signed_len receives the length covered by the signature. */
-int warp_sig_parse_inner(const uint8_t *in, size_t len, struct warp_sig_msg *m,
-			 size_t *signed_len);
+int warp_sig_parse_inner(const uint8_t *in, size_t len, struct warp_sig_msg *m, size_t *signed_len);
 /* Writes the unsigned inner message (everything before the signature). */
 int warp_sig_write_inner(const struct warp_sig_msg *m, uint8_t *out, size_t cap);
 

@@ -142,8 +142,8 @@ static struct conn *find_conn(struct warp_signal *s, const struct warp_broker_ad
 
 /* ---- broker callbacks ---- */
 
-static void conn_message(struct warp_broker *b, const char *topic, const void *payload,
-			 size_t len, void *user)
+static void conn_message(struct warp_broker *b, const char *topic, const void *payload, size_t len,
+			 void *user)
 {
 	struct conn *c = user;
 
@@ -331,7 +331,8 @@ unsigned int warp_signal_ready_count(const struct warp_signal *s)
 	unsigned int n = 0;
 
 	for (size_t i = 0; i < s->nconns; i++)
-		n += s->conns[i]->home && warp_broker_get_state(s->conns[i]->b) == WARP_BROKER_READY;
+		n += s->conns[i]->home &&
+		     warp_broker_get_state(s->conns[i]->b) == WARP_BROKER_READY;
 	return n;
 }
 
@@ -355,8 +356,8 @@ int warp_signal_msg_init(struct warp_signal *s, struct warp_sig_msg *m, unsigned
 
 /* Up to fanout targets among the peer's brokers: connected ones first (in the peer's order),
  * then others, which get a publish-only connection and hold the message until it is up. */
-static size_t pick_targets(struct warp_signal *s, const struct warp_broker_addr *peer,
-			   size_t npeer, struct conn **out)
+static size_t pick_targets(struct warp_signal *s, const struct warp_broker_addr *peer, size_t npeer,
+			   struct conn **out)
 {
 	size_t n = 0, nextra = 0;
 
@@ -486,8 +487,8 @@ int warp_signal_reply(struct warp_signal *s, const struct warp_sig_msg *req,
 	return warp_signal_send(s, reply, peer, n);
 }
 
-int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req,
-			    uint16_t code, const char *text)
+int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req, uint16_t code,
+			    const char *text)
 {
 	struct warp_sig_msg *m = malloc(sizeof(*m));
 	int err;
@@ -587,8 +588,7 @@ int warp_signal_request_cancel(struct warp_signal *s, const uint8_t id[WARP_SIG_
 
 /* ---- handlers ---- */
 
-int warp_signal_on(struct warp_signal *s, unsigned int type, warp_signal_handler fn,
-		   void *user)
+int warp_signal_on(struct warp_signal *s, unsigned int type, warp_signal_handler fn, void *user)
 {
 	if (type == 0 || type > WARP_SIG_TYPE_MAX)
 		return -EINVAL;

@@ -54,28 +54,28 @@ struct warp_signal_cfg {
 	size_t nbrokers;
 	warp_signal_clock_cb clock; /* NULL: the system clock */
 	void *clock_user;
-	unsigned int fanout;          /* brokers per message; default 2 */
-	uint32_t skew_ms;             /* clock skew tolerance; default WARP_SIG_SKEW_MS */
-	uint32_t rx_rate_sender;      /* messages per second per sender; default 20 */
-	uint32_t rx_burst_sender;     /* default 40 */
-	uint32_t rx_rate_global;      /* messages per second before decryption; default 200 */
-	uint32_t rx_burst_global;     /* default 400 */
-	uint32_t extra_idle_ms;       /* publish-only connections closed after; default 60000 */
-	unsigned int max_extra;       /* publish-only connections at once; default 16 */
+	unsigned int fanout;		/* brokers per message; default 2 */
+	uint32_t skew_ms;		/* clock skew tolerance; default WARP_SIG_SKEW_MS */
+	uint32_t rx_rate_sender;	/* messages per second per sender; default 20 */
+	uint32_t rx_burst_sender;	/* default 40 */
+	uint32_t rx_rate_global;	/* messages per second before decryption; default 200 */
+	uint32_t rx_burst_global;	/* default 400 */
+	uint32_t extra_idle_ms;		/* publish-only connections closed after; default 60000 */
+	unsigned int max_extra;		/* publish-only connections at once; default 16 */
 	struct warp_broker_opts broker; /* zeros: broker defaults */
-	warp_signal_state_cb on_state;  /* home broker state changes; may be NULL */
+	warp_signal_state_cb on_state;	/* home broker state changes; may be NULL */
 	void *user;
 };
 
 struct warp_signal_stats {
-	uint64_t tx;             /* messages sent */
-	uint64_t tx_publishes;   /* broker publishes (>= tx: fanout) */
-	uint64_t rx;             /* messages accepted and dispatched */
-	uint64_t rx_duplicate;   /* same message via another broker, or a replay */
-	uint64_t rx_invalid;     /* malformed, forged, not for us */
-	uint64_t rx_stale;       /* outside the TTL window */
+	uint64_t tx;		 /* messages sent */
+	uint64_t tx_publishes;	 /* broker publishes (>= tx: fanout) */
+	uint64_t rx;		 /* messages accepted and dispatched */
+	uint64_t rx_duplicate;	 /* same message via another broker, or a replay */
+	uint64_t rx_invalid;	 /* malformed, forged, not for us */
+	uint64_t rx_stale;	 /* outside the TTL window */
 	uint64_t rx_ratelimited; /* dropped by a rate limit */
-	uint64_t rx_unhandled;   /* no handler */
+	uint64_t rx_unhandled;	 /* no handler */
 };
 
 /* Starts connecting to the home brokers at once.  id must outlive the service. */
@@ -107,8 +107,8 @@ int warp_signal_send(struct warp_signal *s, struct warp_sig_msg *m,
  * recipient = req->sender. */
 int warp_signal_reply(struct warp_signal *s, const struct warp_sig_msg *req,
 		      struct warp_sig_msg *reply);
-int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req,
-			    uint16_t code, const char *text);
+int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req, uint16_t code,
+			    const char *text);
 
 /* Sends m and calls cb once with its reply or a timeout (timeout_ms 0: m's TTL). */
 int warp_signal_request(struct warp_signal *s, struct warp_sig_msg *m,
@@ -118,8 +118,7 @@ int warp_signal_request(struct warp_signal *s, struct warp_sig_msg *m,
 int warp_signal_request_cancel(struct warp_signal *s, const uint8_t id[WARP_SIG_ID_LEN]);
 
 /* One handler per type (NULL removes it). */
-int warp_signal_on(struct warp_signal *s, unsigned int type, warp_signal_handler fn,
-		   void *user);
+int warp_signal_on(struct warp_signal *s, unsigned int type, warp_signal_handler fn, void *user);
 /* One handler per attempt id, any type; takes precedence over type handlers. */
 int warp_signal_on_attempt(struct warp_signal *s, const uint8_t attempt[WARP_SIG_ID_LEN],
 			   warp_signal_handler fn, void *user);
