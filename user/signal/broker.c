@@ -10,17 +10,23 @@
  */
 #define LOG_COMPONENT "mqtt"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <mosquitto.h>
 
 #include <warpgate/error.h>
 
+#include "core/bytes.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "signal/broker.h"
@@ -42,6 +48,19 @@ struct sub {
 	bool acked; /* acknowledged on this connection */
 };
 
+/* getaddrinfo() blocks, and peers advertise broker names we must reach: names are resolved
+ * on a short-lived thread that signals an eventfd watched by the loop.  The job is shared by
+ * the thread and the broker and freed by whichever lets go last, so a broker freed during a
+ * lookup neither waits for it nor leaves the thread writing to a closed (or reused) fd. */
+struct resolve_job {
+	atomic_int refs;
+	int efd;
+	char host[WARP_BROKER_HOST_MAX + 1];
+	int err;
+	unsigned int naddrs;
+	char addrs[4][INET6_ADDRSTRLEN];
+};
+
 struct warp_broker {
 	struct warp_loop *loop;
 	struct warp_broker_addr addr;
@@ -51,7 +70,7 @@ struct warp_broker {
 	void *user;
 
 	struct mosquitto *mosq;
-	bool initialised; /* mosquitto_connect_async done once: later attempts reconnect */
+	struct resolve_job *job; /* lookup in progress */
 	int fd;
 	unsigned int fd_events;
 
@@ -217,6 +236,7 @@ bool warp_broker_addr_equal(const struct warp_broker_addr *a, const struct warp_
 /* ---- socket registration ---- */
 
 static void on_io(struct warp_loop *loop, int fd, unsigned int events, void *user);
+static void job_abandon(struct warp_broker *b);
 
 static void drop_fd(struct warp_broker *b)
 {
@@ -280,6 +300,7 @@ static void conn_lost(struct warp_broker *b, int err)
 	    b->state != WARP_BROKER_READY)
 		return;
 	drop_fd(b);
+	job_abandon(b);
 	b->stats.failures++;
 	b->stats.backoff_ms = next_backoff(b);
 	if (b->state != WARP_BROKER_CONNECTING)
@@ -292,31 +313,160 @@ static void conn_lost(struct warp_broker *b, int err)
 	set_state(b, WARP_BROKER_BACKOFF, err);
 }
 
-static void connect_now(struct warp_broker *b)
+static void job_put(struct resolve_job *j)
+{
+	if (atomic_fetch_sub(&j->refs, 1) == 1) {
+		close(j->efd);
+		free(j);
+	}
+}
+
+static void *resolve_thread(void *arg)
+{
+	struct resolve_job *j = arg;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+	struct addrinfo *res = NULL;
+	uint64_t one = 1;
+	int rc;
+
+	rc = getaddrinfo(j->host, NULL, &hints, &res);
+	if (rc)
+		j->err = rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	for (struct addrinfo *ai = res; ai && j->naddrs < WARP_ARRAY_SIZE(j->addrs); ai = ai->ai_next) {
+		const void *a;
+
+		if (ai->ai_family == AF_INET)
+			a = &((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			a = &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+		else
+			continue;
+		if (inet_ntop(ai->ai_family, a, j->addrs[j->naddrs], INET6_ADDRSTRLEN))
+			j->naddrs++;
+	}
+	if (!j->err && !j->naddrs)
+		j->err = -EHOSTUNREACH;
+	if (res)
+		freeaddrinfo(res);
+	if (write(j->efd, &one, sizeof(one)) < 0)
+		j->err = j->err ? j->err : -EIO;
+	job_put(j);
+	return NULL;
+}
+
+static void job_abandon(struct warp_broker *b)
+{
+	if (!b->job)
+		return;
+	warp_loop_del_fd(b->loop, b->job->efd);
+	job_put(b->job);
+	b->job = NULL;
+}
+
+static void mosq_connect(struct warp_broker *b, const char *numeric)
 {
 	int rc;
 
-	drop_fd(b);
-	set_state(b, WARP_BROKER_CONNECTING, 0);
-	if (b->state != WARP_BROKER_CONNECTING) /* stopped from on_state */
-		return;
 	b->in_cb++;
-	if (!b->initialised)
-		rc = mosquitto_connect_async(b->mosq, b->addr.host, b->addr.port,
-					     b->opts.keepalive_s);
-	else
-		rc = mosquitto_reconnect_async(b->mosq);
+	rc = mosquitto_connect_async(b->mosq, numeric, b->addr.port, b->opts.keepalive_s);
 	b->in_cb--;
 	if (b->dying)
 		return;
-	if (rc == MOSQ_ERR_SUCCESS)
-		b->initialised = true;
 	if (rc != MOSQ_ERR_SUCCESS) {
 		conn_lost(b, mosq_err(rc));
 		return;
 	}
-	warp_timer_arm_ms(b->retry, b->opts.connect_timeout_ms);
 	sync_fd(b);
+}
+
+static void on_resolved(struct warp_loop *loop, int fd, unsigned int events, void *user)
+{
+	struct warp_broker *b = user;
+	struct resolve_job *j = b->job;
+	char addr[INET6_ADDRSTRLEN];
+	int err;
+
+	if (!j || j->efd != fd)
+		return;
+	err = j->err;
+	/* Each failed attempt moves on to the next address (e.g. ::1 then 127.0.0.1). */
+	if (!err)
+		memcpy(addr, j->addrs[b->failures % j->naddrs], sizeof(addr));
+	job_abandon(b);
+	if (err) {
+		pr_debug("%s: cannot resolve: %s", b->name, warp_strerror(err));
+		conn_lost(b, err);
+		return;
+	}
+	pr_debug("%s: resolved to %s", b->name, addr);
+	mosq_connect(b, addr);
+}
+
+static int resolve_start(struct warp_broker *b)
+{
+	struct resolve_job *j = calloc(1, sizeof(*j));
+	pthread_attr_t attr;
+	pthread_t th;
+	int err;
+
+	if (!j)
+		return -ENOMEM;
+	atomic_init(&j->refs, 2);
+	memcpy(j->host, b->addr.host, sizeof(j->host));
+	j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (j->efd < 0) {
+		err = -errno;
+		free(j);
+		return err;
+	}
+	err = warp_loop_add_fd(b->loop, j->efd, WARP_EV_READ, on_resolved, b);
+	if (err) {
+		close(j->efd);
+		free(j);
+		return err;
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	err = -pthread_create(&th, &attr, resolve_thread, j);
+	pthread_attr_destroy(&attr);
+	if (err) {
+		warp_loop_del_fd(b->loop, j->efd);
+		close(j->efd);
+		free(j);
+		return err;
+	}
+	b->job = j;
+	return 0;
+}
+
+static bool is_literal(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+/* One attempt: resolve (names, off the loop thread) then connect; the connect timeout
+ * covers both. */
+static void connect_now(struct warp_broker *b)
+{
+	int err;
+
+	drop_fd(b);
+	job_abandon(b);
+	set_state(b, WARP_BROKER_CONNECTING, 0);
+	if (b->state != WARP_BROKER_CONNECTING) /* stopped from on_state */
+		return;
+	warp_timer_arm_ms(b->retry, b->opts.connect_timeout_ms);
+	if (is_literal(b->addr.host)) {
+		mosq_connect(b, b->addr.host);
+		return;
+	}
+	err = resolve_start(b);
+	if (err)
+		conn_lost(b, err);
 }
 
 static void on_retry(struct warp_timer *t, void *user)
@@ -612,6 +762,7 @@ static void destroy(void *user)
 static void disconnect(struct warp_broker *b)
 {
 	drop_fd(b);
+	job_abandon(b);
 	warp_timer_cancel(b->retry);
 	warp_timer_cancel(b->tick);
 	if (b->mosq && mosquitto_socket(b->mosq) >= 0) {
@@ -633,6 +784,7 @@ void warp_broker_free(struct warp_broker *b)
 		/* Inside libmosquitto: finish the unwinding first. */
 		b->dying = true;
 		drop_fd(b);
+		job_abandon(b);
 		warp_timer_cancel(b->retry);
 		warp_timer_cancel(b->tick);
 		if (warp_loop_defer(b->loop, destroy, b) == 0)
