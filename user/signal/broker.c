@@ -324,7 +324,7 @@ static void job_put(struct resolve_job *j)
 static void *resolve_thread(void *arg)
 {
 	struct resolve_job *j = arg;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
 	struct addrinfo *res = NULL;
 	uint64_t one = 1;
 	int rc;
@@ -332,7 +332,8 @@ static void *resolve_thread(void *arg)
 	rc = getaddrinfo(j->host, NULL, &hints, &res);
 	if (rc)
 		j->err = rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
-	for (struct addrinfo *ai = res; ai && j->naddrs < WARP_ARRAY_SIZE(j->addrs); ai = ai->ai_next) {
+	for (struct addrinfo *ai = res; ai && j->naddrs < WARP_ARRAY_SIZE(j->addrs);
+	     ai = ai->ai_next) {
 		const void *a;
 
 		if (ai->ai_family == AF_INET)

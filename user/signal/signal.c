@@ -18,6 +18,8 @@
 
 #define SWEEP_MS       5000
 #define SENDER_BUCKETS 1024
+#define SEEN_SLOTS     256
+#define SEEN_HASH_LEN  16
 
 struct conn {
 	struct warp_signal *s;
@@ -76,7 +78,12 @@ struct warp_signal {
 	struct request *requests;
 
 	struct warp_sig_replay *replay;
+	/* Hashes of recently accepted payloads: the copy from the second broker is the same
+	 * ciphertext and is dropped without paying for ECDH and ECDSA again. */
+	uint8_t seen[SEEN_SLOTS][SEEN_HASH_LEN];
+	unsigned int seen_next;
 	struct bucket global;
+	struct bucket newconn; /* publish-only connections opened on peers' say-so */
 	struct sender_bucket *senders;
 	uint8_t bucket_key[crypto_shorthash_KEYBYTES];
 
@@ -357,7 +364,7 @@ int warp_signal_msg_init(struct warp_signal *s, struct warp_sig_msg *m, unsigned
 /* Up to fanout targets among the peer's brokers: connected ones first (in the peer's order),
  * then others, which get a publish-only connection and hold the message until it is up. */
 static size_t pick_targets(struct warp_signal *s, const struct warp_broker_addr *peer, size_t npeer,
-			   struct conn **out)
+			   bool allow_new, struct conn **out)
 {
 	size_t n = 0, nextra = 0;
 
@@ -383,7 +390,10 @@ static size_t pick_targets(struct warp_signal *s, const struct warp_broker_addr 
 		if (c && (dup || conn_up(c)))
 			continue;
 		if (!c) {
-			if (nextra >= s->cfg.max_extra)
+			/* Broker names come from peers: bound how many connections they make us
+			 * open, and how fast. */
+			if (!allow_new || nextra >= s->cfg.max_extra ||
+			    !bucket_take(&s->newconn, 1, s->cfg.max_extra, warp_time_ms()))
 				continue;
 			c = add_conn(s, &peer[i], false);
 			if (!c)
@@ -395,8 +405,8 @@ static size_t pick_targets(struct warp_signal *s, const struct warp_broker_addr 
 	return n;
 }
 
-int warp_signal_send(struct warp_signal *s, struct warp_sig_msg *m,
-		     const struct warp_broker_addr *peer_brokers, size_t npeer)
+static int send_msg(struct warp_signal *s, struct warp_sig_msg *m,
+		    const struct warp_broker_addr *peer_brokers, size_t npeer, bool allow_new)
 {
 	struct conn *targets[16];
 	char topic[WARP_SIG_TOPIC_LEN + 1];
@@ -436,7 +446,7 @@ int warp_signal_send(struct warp_signal *s, struct warp_sig_msg *m,
 	warp_sig_topic(m->recipient, topic, sizeof(topic));
 	if (s->cfg.fanout > WARP_ARRAY_SIZE(targets))
 		s->cfg.fanout = WARP_ARRAY_SIZE(targets);
-	nt = pick_targets(s, peer_brokers, npeer, targets);
+	nt = pick_targets(s, peer_brokers, npeer, allow_new, targets);
 	err = -WARP_ENOPATH;
 	for (size_t i = 0; i < nt; i++) {
 		int e = warp_broker_publish(targets[i]->b, topic, buf, (size_t)n, mono);
@@ -459,6 +469,12 @@ out:
 	return err;
 }
 
+int warp_signal_send(struct warp_signal *s, struct warp_sig_msg *m,
+		     const struct warp_broker_addr *peer_brokers, size_t npeer)
+{
+	return send_msg(s, m, peer_brokers, npeer, true);
+}
+
 static size_t brokers_of(const struct warp_sig_msg *m, struct warp_broker_addr *out)
 {
 	size_t n = 0;
@@ -471,8 +487,8 @@ static size_t brokers_of(const struct warp_sig_msg *m, struct warp_broker_addr *
 	return n;
 }
 
-int warp_signal_reply(struct warp_signal *s, const struct warp_sig_msg *req,
-		      struct warp_sig_msg *reply)
+static int reply_msg(struct warp_signal *s, const struct warp_sig_msg *req,
+		     struct warp_sig_msg *reply, bool allow_new)
 {
 	struct warp_broker_addr peer[WARP_SIG_MAX_BROKERS];
 	size_t n = brokers_of(req, peer);
@@ -483,12 +499,18 @@ int warp_signal_reply(struct warp_signal *s, const struct warp_sig_msg *req,
 		memcpy(reply->attempt, req->attempt, WARP_SIG_ID_LEN);
 	/* A sender that named no broker probably shares ours. */
 	if (!n)
-		return warp_signal_send(s, reply, s->home, s->nhome);
-	return warp_signal_send(s, reply, peer, n);
+		return send_msg(s, reply, s->home, s->nhome, allow_new);
+	return send_msg(s, reply, peer, n, allow_new);
 }
 
-int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req, uint16_t code,
-			    const char *text)
+int warp_signal_reply(struct warp_signal *s, const struct warp_sig_msg *req,
+		      struct warp_sig_msg *reply)
+{
+	return reply_msg(s, req, reply, true);
+}
+
+static int error_reply(struct warp_signal *s, const struct warp_sig_msg *req, uint16_t code,
+		       const char *text, bool allow_new)
 {
 	struct warp_sig_msg *m = malloc(sizeof(*m));
 	int err;
@@ -504,10 +526,16 @@ int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *re
 		m->body.present |= WARP_SIGF_TEXT;
 		snprintf(m->body.text, sizeof(m->body.text), "%s", text);
 	}
-	err = warp_signal_reply(s, req, m);
+	err = reply_msg(s, req, m, allow_new);
 out:
 	free(m);
 	return err;
+}
+
+int warp_signal_reply_error(struct warp_signal *s, const struct warp_sig_msg *req, uint16_t code,
+			    const char *text)
+{
+	return error_reply(s, req, code, text, true);
 }
 
 /* ---- request/reply ---- */
@@ -668,18 +696,28 @@ static void dispatch(struct warp_signal *s, const struct warp_sig_msg *m)
 	}
 	s->stats.rx_unhandled++;
 	pr_debug("no handler for %s", warp_sig_type_name(m->type));
+	/* Automatic answers go only through brokers we are already connected to: anyone
+	 * can make up a key and a list of brokers. */
 	if (warp_sig_is_request(m->type))
-		warp_signal_reply_error(s, m, WARP_SIG_ERR_UNSUPPORTED, NULL);
+		error_reply(s, m, WARP_SIG_ERR_UNSUPPORTED, NULL, false);
 }
 
 int warp_signal_input(struct warp_signal *s, const void *payload, size_t len)
 {
 	struct warp_sig_msg *m = NULL;
+	uint8_t hash[SEEN_HASH_LEN];
 	uint64_t now;
 	int err;
 
 	if (s->freeing)
 		return -ECANCELED;
+	crypto_generichash(hash, sizeof(hash), payload, len, NULL, 0);
+	for (unsigned int i = 0; i < SEEN_SLOTS; i++) {
+		if (!memcmp(s->seen[i], hash, sizeof(hash))) {
+			s->stats.rx_duplicate++;
+			return -WARP_EREPLAY;
+		}
+	}
 	/* Before any public-key work: decryption is what a flood would make us pay for. */
 	if (!bucket_take(&s->global, s->cfg.rx_rate_global, s->cfg.rx_burst_global,
 			 warp_time_ms())) {
@@ -701,6 +739,8 @@ int warp_signal_input(struct warp_signal *s, const void *payload, size_t len)
 		pr_debug("dropped a %zu-byte message: %s", len, warp_strerror(err));
 		goto out;
 	}
+	memcpy(s->seen[s->seen_next], hash, sizeof(hash));
+	s->seen_next = (s->seen_next + 1) % SEEN_SLOTS;
 	err = warp_sig_replay_check(s->replay, m->sender, m->id, warp_sig_expiry(m, s->cfg.skew_ms),
 				    now);
 	if (err) {
