@@ -721,6 +721,60 @@ static void test_signal_request_reply(void **state)
 	free(m);
 }
 
+/* A reply naming a pending request's id but signed by someone else does not complete it. */
+static void test_signal_reply_from_wrong_peer(void **state)
+{
+	const int slots[] = {0};
+	struct node a, b, c;
+	struct warp_sig_msg *m = malloc(sizeof(*m)), *r = malloc(sizeof(*r));
+	uint8_t buf[WARP_SIG_MAX_PAYLOAD];
+	const struct warp_broker_addr *ab;
+	int n;
+
+	broker_start(0, 0);
+	node_new(&a, slots, 1, 2);
+	memset(&b, 0, sizeof(b));
+	memset(&c, 0, sizeof(c));
+	b.id = warp_identity_generate();
+	c.id = warp_identity_generate();
+	warp_signal_brokers(a.s, &ab);
+	assert_int_equal(
+		warp_signal_msg_init(a.s, m, WARP_SIG_ADDR_REQUEST, warp_identity_pubkey(b.id)), 0);
+	assert_true(warp_signal_request(a.s, m, ab, 1, 3000, on_reply, &a) > 0);
+
+	/* C forges the reply: it reaches the type handler, the request stays pending. */
+	warp_sig_msg_init(r, WARP_SIG_ADDR_REPLY, warp_identity_pubkey(a.id), warp_wall_ms());
+	memcpy(r->reply_to, m->id, WARP_SIG_ID_LEN);
+	r->body.present = WARP_SIGF_BLOB;
+	r->body.blob_len = 4;
+	memcpy(r->body.blob, "evil", 4);
+	n = warp_sig_encode(c.id, r, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(warp_signal_input(a.s, buf, (size_t)n), 0);
+	assert_int_equal(a.req_done, 0);
+	assert_int_equal(a.got[WARP_SIG_ADDR_REPLY], 1);
+
+	/* B's genuine reply completes it. */
+	warp_sig_msg_init(r, WARP_SIG_ADDR_REPLY, warp_identity_pubkey(a.id), warp_wall_ms());
+	memcpy(r->reply_to, m->id, WARP_SIG_ID_LEN);
+	r->body.present = WARP_SIGF_BLOB;
+	r->body.blob_len = 4;
+	memcpy(r->body.blob, "good", 4);
+	n = warp_sig_encode(b.id, r, buf, sizeof(buf));
+	assert_int_equal(warp_signal_input(a.s, buf, (size_t)n), 0);
+	assert_int_equal(a.req_done, 1);
+	assert_int_equal(a.req_err, 0);
+	assert_memory_equal(a.reply.body.blob, "good", 4);
+	/* Fed again: the same bytes are a duplicate. */
+	assert_int_equal(warp_signal_input(a.s, buf, (size_t)n), -WARP_EREPLAY);
+
+	warp_identity_free(b.id);
+	warp_identity_free(c.id);
+	node_free(&a);
+	free(m);
+	free(r);
+}
+
 static int attempt_hits;
 
 static void on_attempt(struct warp_signal *s, const struct warp_sig_msg *m, void *user)
@@ -1095,6 +1149,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_broker_refused_and_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signal_one_broker_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signal_request_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signal_reply_from_wrong_peer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signal_attempt_dispatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signal_replay_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signal_rate_limit, setup, teardown),
