@@ -1115,6 +1115,238 @@ static void test_cids(void **state)
 	warp_hs_free(r);
 }
 
+
+/* ---- an independent implementation of docs/protocol-handshake.md ---- */
+
+#include <sodium.h>
+
+#define SPEC_NAME "warpgate handshake v1: X25519, ChaCha20-Poly1305, SHA-256, secp256k1"
+
+static void sp_hash2(uint8_t out[32], const uint8_t a[32], const uint8_t *b, size_t blen)
+{
+	crypto_hash_sha256_state st;
+
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, a, 32);
+	crypto_hash_sha256_update(&st, b, blen);
+	crypto_hash_sha256_final(&st, out);
+}
+
+static void sp_hmac(uint8_t out[32], const uint8_t *key, size_t klen, const uint8_t *a, size_t alen,
+		    const uint8_t *b, size_t blen)
+{
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, key, klen);
+	crypto_auth_hmacsha256_update(&st, a, alen);
+	crypto_auth_hmacsha256_update(&st, b, blen);
+	crypto_auth_hmacsha256_final(&st, out);
+}
+
+/* HKDF-Expand, one block: T(1) = HMAC(prk, label || 0x01). */
+static void sp_expand(uint8_t out[32], const uint8_t prk[32], const char *label)
+{
+	static const uint8_t one = 1;
+
+	sp_hmac(out, prk, 32, (const uint8_t *)label, strlen(label), &one, 1);
+}
+
+static void sp_nonce0(uint8_t n[12])
+{
+	memset(n, 0, 12);
+}
+
+static void sp_sign(const struct warp_identity *id, const char *label, const uint8_t h[32],
+		    uint8_t sig[64])
+{
+	uint8_t msg[128];
+	size_t l = strlen(label);
+
+	memcpy(msg, label, l);
+	memcpy(msg + l, h, 32);
+	memcpy(msg + l + 32, warp_identity_pubkey(id), 33);
+	assert_int_equal(warp_identity_sign(id, msg, l + 65, sig), 0);
+}
+
+static int sp_verify(const uint8_t pub[33], const char *label, const uint8_t h[32],
+		     const uint8_t sig[64])
+{
+	uint8_t msg[128];
+	size_t l = strlen(label);
+
+	memcpy(msg, label, l);
+	memcpy(msg + l, h, 32);
+	memcpy(msg + l + 32, pub, 33);
+	return warp_verify(pub, msg, l + 65, sig);
+}
+
+/* The spec as initiator against the library's responder; bad_sig: sign with another key. */
+static void spec_initiator(bool bad_sig)
+{
+	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs *r = warp_hs_new(&cr, T0);
+	uint8_t init[192] = { 0 }, resp[WARP_HS_OUT_MAX], fin[133], out[WARP_HS_OUT_MAX];
+	uint8_t e_sk[32], dh[32], h[32], h2[32], h3[32], hf[32], h4[32], prk[32], ms[32];
+	uint8_t k_r[32], k_i[32], i2r[32], r2i[32], ka[32], n[12], blob[97], pkt[64];
+	size_t resp_len, out_len;
+	struct warp_session *s;
+	struct warp_rx_info info;
+	int len;
+
+	/* INIT: d1 00 0000 | cid 0 | pn 0 | cid_i | e_i | random | ts | cookie len 0 | padding */
+	init[0] = 0xd1;
+	memset(init + 20, 0x77, 8);
+	randombytes_buf(e_sk, 32);
+	crypto_scalarmult_base(init + 28, e_sk);
+	randombytes_buf(init + 60, 16);
+	warp_put_u64(init + 76, 1700000000000ull);
+	assert_int_equal(warp_hs_recv(r, init, 192, T0, resp, &resp_len), 0);
+	assert_int_equal(resp_len, 173);
+	assert_int_equal(resp[0], 0xd2);
+	assert_memory_equal(resp + 4, init + 20, 8); /* to our CID */
+
+	crypto_hash_sha256(h, (const uint8_t *)SPEC_NAME, strlen(SPEC_NAME));
+	sp_hash2(h, h, init, 192);
+	sp_hash2(h2, h, resp, 60);
+	assert_int_equal(crypto_scalarmult(dh, e_sk, resp + 28), 0);
+	sp_hmac(prk, h2, 32, dh, 32, NULL, 0);
+	sp_expand(k_r, prk, "hs r2i");
+	sp_expand(k_i, prk, "hs i2r");
+	sp_nonce0(n);
+	assert_int_equal(crypto_aead_chacha20poly1305_ietf_decrypt(blob, NULL, NULL, resp + 60, 113,
+								   h2, 32, n, k_r),
+			 0);
+	assert_memory_equal(blob, warp_identity_pubkey(id_r), 33);
+	assert_int_equal(sp_verify(blob, "warpgate v1 responder signature", h2, blob + 33), 0);
+	sp_hash2(h3, h2, resp + 60, 113);
+
+	memcpy(blob, warp_identity_pubkey(id_i), 33);
+	sp_sign(bad_sig ? id_other : id_i, "warpgate v1 initiator signature", h3, blob + 33);
+	memset(fin, 0, 20);
+	fin[0] = 0xd3;
+	memcpy(fin + 4, resp + 20, 8); /* to the responder's CID */
+	sp_hash2(hf, h3, fin, 20);
+	crypto_aead_chacha20poly1305_ietf_encrypt(fin + 20, NULL, blob, 97, hf, 32, NULL, n, k_i);
+	sp_hash2(h4, hf, fin + 20, 113);
+	if (bad_sig) {
+		assert_int_equal(warp_hs_recv(r, fin, 133, T0, out, &out_len), -WARP_EAUTH);
+		assert_int_equal(warp_hs_state(r), WARP_HS_WAIT_FINISH);
+		warp_hs_free(r);
+		return;
+	}
+	assert_int_equal(warp_hs_recv(r, fin, 133, T0, out, &out_len), 0);
+	assert_int_equal(warp_hs_state(r), WARP_HS_DONE);
+	assert_memory_equal(warp_hs_peer_identity(r), warp_identity_pubkey(id_i), 33);
+
+	sp_hmac(ms, h4, 32, prk, 32, NULL, 0);
+	sp_expand(i2r, ms, "data i2r");
+	sp_expand(r2i, ms, "data r2i");
+	sp_expand(ka, ms, "keepalive");
+	s = warp_session_new(r, NULL, T0);
+	/* the responder's confirmation: a bare ACK, pn 0, sealed with r2i, header as AD */
+	len = warp_session_poll(s, T0, pkt, sizeof(pkt));
+	assert_int_equal(len, 36);
+	assert_int_equal(pkt[0], 0xd5);
+	assert_int_equal(crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, pkt + 20, 16,
+								   pkt, 20, n, r2i),
+			 0);
+	/* our DATA, pn 5, nonce 0^4 || pn */
+	memset(pkt, 0, 20);
+	pkt[0] = 0xd4;
+	memcpy(pkt + 4, resp + 20, 8);
+	pkt[19] = 5;
+	n[11] = 5;
+	crypto_aead_chacha20poly1305_ietf_encrypt(pkt + 20, NULL, (const uint8_t *)"spec", 4, pkt, 20,
+						  NULL, n, i2r);
+	assert_int_equal(warp_session_open(s, pkt, 40, out, sizeof(out), T0, &info), 4);
+	assert_memory_equal(out, "spec", 4);
+	assert_int_equal(info.pn, 5);
+	/* keepalive: BLAKE2b-128 keyed with the keepalive key over header || nonce */
+	memset(pkt, 0, 44);
+	pkt[0] = 0xd6;
+	memcpy(pkt + 4, resp + 20, 8);
+	memset(pkt + 20, 0x33, 8);
+	crypto_generichash(pkt + 28, 16, pkt, 28, ka, 32);
+	assert_int_equal(warp_session_answer_ping(s, pkt, 44), 0);
+	assert_int_equal(pkt[0], 0xd7);
+	assert_memory_equal(pkt + 4, init + 20, 8);
+	/* key update: HKDF-Expand(key, "key update") */
+	{
+		uint8_t k1[32];
+
+		sp_expand(k1, i2r, "key update");
+		memset(pkt, 0, 20);
+		pkt[0] = 0xd4;
+		pkt[1] = 1;
+		memcpy(pkt + 4, resp + 20, 8);
+		pkt[19] = 6;
+		n[11] = 6;
+		crypto_aead_chacha20poly1305_ietf_encrypt(pkt + 20, NULL, (const uint8_t *)"next",
+							  4, pkt, 20, NULL, n, k1);
+		assert_int_equal(warp_session_open(s, pkt, 40, out, sizeof(out), T0, &info), 4);
+		assert_true(info.key_updated);
+	}
+	warp_session_free(s);
+	warp_hs_free(r);
+}
+
+/* The spec as responder against the library's initiator. */
+static void spec_responder(bool bad_sig)
+{
+	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
+				  .expected_peer = warp_identity_pubkey(id_r) };
+	struct warp_hs *i = warp_hs_new(&ci, T0);
+	uint8_t init[WARP_HS_OUT_MAX], resp[173] = { 0 }, fin[WARP_HS_OUT_MAX];
+	uint8_t e_sk[32], dh[32], h[32], h2[32], h3[32], hf[32], prk[32], k_r[32], k_i[32];
+	uint8_t n[12], blob[97];
+	size_t init_len, fin_len;
+
+	assert_int_equal(warp_hs_poll(i, T0, init, &init_len), 0);
+	resp[0] = 0xd2;
+	memcpy(resp + 4, init + 20, 8);
+	memset(resp + 20, 0x66, 8);
+	randombytes_buf(e_sk, 32);
+	crypto_scalarmult_base(resp + 28, e_sk);
+	crypto_hash_sha256(h, (const uint8_t *)SPEC_NAME, strlen(SPEC_NAME));
+	sp_hash2(h, h, init, 192);
+	sp_hash2(h2, h, resp, 60);
+	assert_int_equal(crypto_scalarmult(dh, e_sk, init + 28), 0);
+	sp_hmac(prk, h2, 32, dh, 32, NULL, 0);
+	sp_expand(k_r, prk, "hs r2i");
+	sp_expand(k_i, prk, "hs i2r");
+	memcpy(blob, warp_identity_pubkey(id_r), 33);
+	/* a signature by someone else over the right transcript, claiming id_r */
+	sp_sign(bad_sig ? id_other : id_r, "warpgate v1 responder signature", h2, blob + 33);
+	sp_nonce0(n);
+	crypto_aead_chacha20poly1305_ietf_encrypt(resp + 60, NULL, blob, 97, h2, 32, NULL, n, k_r);
+	sp_hash2(h3, h2, resp + 60, 113);
+	if (bad_sig) {
+		assert_int_equal(warp_hs_recv(i, resp, 173, T0, fin, &fin_len), -WARP_EAUTH);
+		assert_int_equal(fin_len, 0);
+		assert_int_equal(warp_hs_state(i), WARP_HS_WAIT_RESP);
+		warp_hs_free(i);
+		return;
+	}
+	assert_int_equal(warp_hs_recv(i, resp, 173, T0, fin, &fin_len), 0);
+	assert_int_equal(fin_len, 133);
+	assert_memory_equal(fin + 4, resp + 20, 8);
+	sp_hash2(hf, h3, fin, 20);
+	assert_int_equal(crypto_aead_chacha20poly1305_ietf_decrypt(blob, NULL, NULL, fin + 20, 113,
+								   hf, 32, n, k_i),
+			 0);
+	assert_memory_equal(blob, warp_identity_pubkey(id_i), 33);
+	assert_int_equal(sp_verify(blob, "warpgate v1 initiator signature", h3, blob + 33), 0);
+	warp_hs_free(i);
+}
+
+static void test_spec_interop(void **state)
+{
+	spec_initiator(false);
+	spec_initiator(true);
+	spec_responder(false);
+	spec_responder(true);
+}
+
 static int setup(void **state)
 {
 	uint8_t sk[32];
@@ -1157,6 +1389,7 @@ int main(void)
 		cmocka_unit_test(test_init_parse),
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_cids),
+		cmocka_unit_test(test_spec_interop),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -105,7 +105,8 @@ int warp_session_seal(struct warp_session *s, uint8_t type, const void *payload,
  * -WARP_ETRUNCATED, -WARP_EMALFORMED, -WARP_EVERSION (header), -WARP_ESTATE (not a sealed
  * type), -WARP_ENOTFOUND (CID is not ours), -WARP_EREPLAY (seen), -WARP_ESTALE (older than
  * the window, or from a key phase already dropped), -WARP_EAUTH (forged or damaged).
- * out may be pkt + WARP_HDR_LEN; a rejected packet then leaves zeroes there.
+ * out may be pkt + WARP_HDR_LEN (in place; costs a second MAC pass); a rejected packet
+ * leaves the input intact.
  */
 int warp_session_open(struct warp_session *s, const uint8_t *pkt, size_t len, uint8_t *out,
 		      size_t cap, uint64_t now_ns, struct warp_rx_info *info);
