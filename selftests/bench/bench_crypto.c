@@ -20,9 +20,10 @@ static struct warp_identity *id_i, *id_r;
 
 static int handshake(uint64_t now, struct warp_session **si, struct warp_session **sr)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *i = warp_hs_new(&ci, now), *r = warp_hs_new(&cr, now);
 	uint8_t a[WARP_HS_OUT_MAX], b[WARP_HS_OUT_MAX];
 	size_t al, bl;
@@ -77,8 +78,8 @@ static void bench_seal_open(double secs, size_t size)
 		uint64_t a = warp_time_ns(), b;
 
 		for (size_t k = 0; k < batch; k++)
-			if (warp_session_seal(si, WARP_PKT_DATA, msg, size, pkts + k * stride, stride,
-					      a) != (int)stride)
+			if (warp_session_seal(si, WARP_PKT_DATA, msg, size, pkts + k * stride,
+					      stride, a) != (int)stride)
 				exit(1);
 		b = warp_time_ns();
 		for (size_t k = 0; k < batch; k++)

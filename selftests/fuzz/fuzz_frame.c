@@ -15,17 +15,17 @@
 #include "pipe/frame.h"
 #include "pipe/keepalive.h"
 
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			abort();                                                                   \
+#define CHECK(c)                 \
+	do {                     \
+		if (!(c))        \
+			abort(); \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void packet_parsers(const uint8_t *p, size_t n)
 {
-	static const uint8_t key[32] = { 1, 2, 3 }, cid[8] = { 4, 5, 6 }, nonce[12] = { 7 };
+	static const uint8_t key[32] = {1, 2, 3}, cid[8] = {4, 5, 6}, nonce[12] = {7};
 	struct warp_pkt_hdr h;
 	struct warp_probe_keys pk;
 	struct warp_ka_tracker t;

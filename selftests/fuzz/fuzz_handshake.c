@@ -17,10 +17,10 @@
 #include "pipe/handshake.h"
 #include "pipe/session.h"
 
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			abort();                                                                   \
+#define CHECK(c)                 \
+	do {                     \
+		if (!(c))        \
+			abort(); \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -55,8 +55,9 @@ static void setup_identities(void)
 
 static struct warp_hs *initiator(void)
 {
-	struct warp_hs_cfg c = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				 .expected_peer = warp_identity_pubkey(id_r) };
+	struct warp_hs_cfg c = {.role = WARP_HS_INITIATOR,
+				.identity = id_i,
+				.expected_peer = warp_identity_pubkey(id_r)};
 	struct warp_hs *hs = warp_hs_new(&c, T0);
 
 	CHECK(hs);
@@ -65,7 +66,7 @@ static struct warp_hs *initiator(void)
 
 static struct warp_hs *responder(void)
 {
-	struct warp_hs_cfg c = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg c = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *hs = warp_hs_new(&c, T0);
 
 	CHECK(hs);

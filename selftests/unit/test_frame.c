@@ -27,7 +27,7 @@ static uint64_t rnd(void)
 
 static void make_hdr(uint8_t *p, uint8_t type, uint8_t phase, uint64_t pn)
 {
-	struct warp_pkt_hdr h = { .type = type, .phase = phase, .pn = pn };
+	struct warp_pkt_hdr h = {.type = type, .phase = phase, .pn = pn};
 
 	for (int i = 0; i < WARP_CID_LEN; i++)
 		h.cid[i] = (uint8_t)(0xa0 + i);
@@ -101,19 +101,19 @@ static void test_hdr_reject(void **state)
 
 static void test_pkt_check(void **state)
 {
-	uint8_t p[256] = { 0 };
+	uint8_t p[256] = {0};
 	struct warp_pkt_hdr h;
 	static const struct {
 		uint8_t type;
 		size_t len;
 		bool fixed;
 	} want[] = {
-		{ WARP_PKT_HS_INIT, 192, true },  { WARP_PKT_HS_RESP, 173, true },
-		{ WARP_PKT_HS_FINISH, 133, true }, { WARP_PKT_DATA, 36, false },
-		{ WARP_PKT_ACK, 36, false },	   { WARP_PKT_PING, 44, true },
-		{ WARP_PKT_PONG, 44, true },	   { WARP_PKT_CLOSE, 36, false },
-		{ WARP_PKT_PROBE, 48, true },	   { WARP_PKT_PROBE_REPLY, 48, true },
-		{ WARP_PKT_HS_RETRY, 68, true },
+		{WARP_PKT_HS_INIT, 192, true},	 {WARP_PKT_HS_RESP, 173, true},
+		{WARP_PKT_HS_FINISH, 133, true}, {WARP_PKT_DATA, 36, false},
+		{WARP_PKT_ACK, 36, false},	 {WARP_PKT_PING, 44, true},
+		{WARP_PKT_PONG, 44, true},	 {WARP_PKT_CLOSE, 36, false},
+		{WARP_PKT_PROBE, 48, true},	 {WARP_PKT_PROBE_REPLY, 48, true},
+		{WARP_PKT_HS_RETRY, 68, true},
 	};
 
 	for (size_t i = 0; i < WARP_ARRAY_SIZE(want); i++) {
@@ -131,8 +131,8 @@ static void test_pkt_check(void **state)
 
 static void test_pkt_cid(void **state)
 {
-	uint8_t p[WARP_PING_LEN] = { 0 }, cid[WARP_CID_LEN];
-	static const uint8_t stun[20] = { 0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42 };
+	uint8_t p[WARP_PING_LEN] = {0}, cid[WARP_CID_LEN];
+	static const uint8_t stun[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
 
 	make_hdr(p, WARP_PKT_PING, 0, 9);
 	assert_int_equal(warp_pkt_cid(p, sizeof(p), cid), 0);
@@ -188,11 +188,21 @@ static void deframe_in_chunks(int mode)
 		size_t chunk;
 
 		switch (mode) {
-		case 0: chunk = 1; break;
-		case 1: chunk = 2; break;
-		case 2: chunk = 7; break;
-		case 3: chunk = 1 + rnd() % 5000; break;
-		default: chunk = total; break;
+		case 0:
+			chunk = 1;
+			break;
+		case 1:
+			chunk = 2;
+			break;
+		case 2:
+			chunk = 7;
+			break;
+		case 3:
+			chunk = 1 + rnd() % 5000;
+			break;
+		default:
+			chunk = total;
+			break;
 		}
 		if (chunk > total - off)
 			chunk = total - off;
@@ -266,7 +276,7 @@ static void test_deframer_zero_copy(void **state)
 static void test_deframer_errors(void **state)
 {
 	struct warp_deframer *d;
-	uint8_t buf[256] = { 0 };
+	uint8_t buf[256] = {0};
 	const uint8_t *pkt;
 	size_t plen, used;
 
@@ -307,9 +317,9 @@ static void test_deframer_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hdr_roundtrip),	  cmocka_unit_test(test_hdr_reject),
-		cmocka_unit_test(test_pkt_check),	  cmocka_unit_test(test_pkt_cid),
-		cmocka_unit_test(test_tcp_frame),	  cmocka_unit_test(test_deframer_chunking),
+		cmocka_unit_test(test_hdr_roundtrip),	   cmocka_unit_test(test_hdr_reject),
+		cmocka_unit_test(test_pkt_check),	   cmocka_unit_test(test_pkt_cid),
+		cmocka_unit_test(test_tcp_frame),	   cmocka_unit_test(test_deframer_chunking),
 		cmocka_unit_test(test_deframer_zero_copy), cmocka_unit_test(test_deframer_errors),
 	};
 

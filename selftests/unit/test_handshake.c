@@ -24,9 +24,9 @@
 #include "pipe/handshake.h"
 #include "pipe/session.h"
 
-#define MS 1000000ull
+#define MS     1000000ull
 #define MAXPKT 512
-#define T0 (1000 * MS) /* virtual clock start: not zero, to catch "0 means unset" bugs */
+#define T0     (1000 * MS) /* virtual clock start: not zero, to catch "0 means unset" bugs */
 
 static struct warp_identity *id_i, *id_r, *id_other;
 
@@ -99,7 +99,8 @@ static void net_send(struct net *n, int from, const uint8_t *p, size_t len)
 		return;
 	if (n->loss_pct && net_rnd(n) % 100 < n->loss_pct)
 		return;
-	net_put(n, to, p, len, n->now + n->delay_ns + (n->jitter_ns ? net_rnd(n) % n->jitter_ns : 0));
+	net_put(n, to, p, len,
+		n->now + n->delay_ns + (n->jitter_ns ? net_rnd(n) % n->jitter_ns : 0));
 	if (n->dup_pct && net_rnd(n) % 100 < n->dup_pct)
 		net_put(n, to, p, len,
 			n->now + n->delay_ns + (n->jitter_ns ? net_rnd(n) % n->jitter_ns : 0));
@@ -283,7 +284,7 @@ static bool both_up(struct ep *i, struct ep *r)
 /* Runs the simulation until done() or nothing is left to happen before limit. */
 static bool run(struct net *n, struct ep *i, struct ep *r, uint64_t limit, done_fn done)
 {
-	struct ep *eps[2] = { i, r };
+	struct ep *eps[2] = {i, r};
 
 	for (int guard = 0; guard < 100000; guard++) {
 		uint64_t t = UINT64_MAX;
@@ -528,7 +529,7 @@ static void test_resp_lost(void **state)
 	assert_int_equal(r.hs_created, 1);
 	/* both RESPs on the wire are identical */
 	{
-		const uint8_t *resp[2] = { NULL, NULL };
+		const uint8_t *resp[2] = {NULL, NULL};
 		int k = 0;
 
 		for (size_t w = 0; w < n.nwire && k < 2; w++)
@@ -600,8 +601,7 @@ static void test_data_before_finish(void **state)
 	assert_int_equal(warp_hs_state(r.hs), WARP_HS_WAIT_FINISH);
 	len = warp_session_seal(i.s, WARP_PKT_DATA, "early", 5, pkt, sizeof(pkt), n.now);
 	assert_true(len > 0);
-	assert_int_equal(warp_hs_recv(r.hs, pkt, (size_t)len, n.now, out, &out_len),
-			 -WARP_ESTATE);
+	assert_int_equal(warp_hs_recv(r.hs, pkt, (size_t)len, n.now, out, &out_len), -WARP_ESTATE);
 	assert_int_equal(out_len, 0);
 	assert_int_equal(warp_hs_state(r.hs), WARP_HS_WAIT_FINISH);
 	/* FINISH never arrives: the initiator gives up, the responder expires */
@@ -667,7 +667,7 @@ static void test_policy(void **state)
 {
 	struct net n;
 	struct ep i, r;
-	struct policy pol = { .verdict = -EACCES };
+	struct policy pol = {.verdict = -EACCES};
 
 	/* refused: the initiator hears why through a sealed CLOSE */
 	net_init(&n, 8);
@@ -723,9 +723,10 @@ struct manual {
 
 static void manual_start(struct manual *m, uint64_t now)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 
 	memset(m, 0, sizeof(*m));
 	m->i = warp_hs_new(&ci, now);
@@ -812,16 +813,16 @@ static void test_tampered_truncated(void **state)
 	/* a changed INIT (the responder signed another transcript) fails the RESP check */
 	memset(&m, 0, sizeof(m));
 	{
-		struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-					  .expected_peer = warp_identity_pubkey(id_r) };
-		struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+		struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+					 .identity = id_i,
+					 .expected_peer = warp_identity_pubkey(id_r)};
+		struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 
 		m.i = warp_hs_new(&ci, T0);
 		m.r = warp_hs_new(&cr, T0);
 		warp_hs_poll(m.i, T0, m.init, &m.init_len);
 		m.init[WARP_HDR_LEN + 40] ^= 1; /* a byte of the random */
-		assert_int_equal(warp_hs_recv(m.r, m.init, m.init_len, T0, m.resp, &m.resp_len),
-				 0);
+		assert_int_equal(warp_hs_recv(m.r, m.init, m.init_len, T0, m.resp, &m.resp_len), 0);
 		assert_int_equal(warp_hs_recv(m.i, m.resp, m.resp_len, T0, out, &out_len),
 				 -WARP_EAUTH);
 		assert_int_equal(warp_hs_state(m.i), WARP_HS_WAIT_RESP);
@@ -856,7 +857,7 @@ static void test_replayed_across_handshakes(void **state)
 
 static void test_low_order_points(void **state)
 {
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct manual m;
 	uint8_t out[WARP_HS_OUT_MAX];
 	size_t out_len;
@@ -915,11 +916,9 @@ static void test_cookie(void **state)
 			 -WARP_EREPLAY);
 	assert_int_equal(out_len, 0);
 
-	assert_int_equal(warp_cookie_check(jar, init2, init2_len, addr, 18, T0 + 10 * MS, out),
-			 0);
+	assert_int_equal(warp_cookie_check(jar, init2, init2_len, addr, 18, T0 + 10 * MS, out), 0);
 	/* bound to the address */
-	assert_int_equal(warp_cookie_check(jar, init2, init2_len, other, 18, T0, out),
-			 -WARP_EAUTH);
+	assert_int_equal(warp_cookie_check(jar, init2, init2_len, other, 18, T0, out), -WARP_EAUTH);
 	/* valid into the next period, not the one after */
 	assert_int_equal(warp_cookie_check(jar, init2, init2_len, addr, 18, T0 + period, out), 0);
 	assert_int_equal(warp_cookie_check(jar, init2, init2_len, addr, 18, T0 + 2 * period, out),
@@ -931,7 +930,7 @@ static void test_cookie(void **state)
 
 	/* the cookie INIT completes the handshake with a fresh responder */
 	{
-		struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+		struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 		struct warp_hs *r = warp_hs_new(&cr, T0);
 		uint8_t resp[WARP_HS_OUT_MAX], fin[WARP_HS_OUT_MAX];
 		size_t resp_len, fin_len;
@@ -971,9 +970,10 @@ static void test_cookie_network(void **state)
 
 static void test_timeouts(void **state)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *hs = warp_hs_new(&ci, T0);
 	uint8_t out[WARP_HS_OUT_MAX];
 	size_t out_len;
@@ -1019,11 +1019,11 @@ static void test_timeouts(void **state)
 
 static void test_timestamp_skew(void **state)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r),
-				  .wall_ms = 1700000000000ull };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r,
-				  .max_skew_ms = 60000 };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r),
+				 .wall_ms = 1700000000000ull};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r, .max_skew_ms = 60000};
 	uint8_t init[WARP_HS_OUT_MAX], out[WARP_HS_OUT_MAX];
 	size_t init_len, out_len;
 	struct warp_hs_init_info info;
@@ -1070,8 +1070,8 @@ static void test_init_parse(void **state)
 
 static void test_bad_config(void **state)
 {
-	struct warp_hs_cfg c = { .role = WARP_HS_INITIATOR, .identity = id_i };
-	uint8_t bogus[WARP_PUBKEY_LEN] = { 0x05 };
+	struct warp_hs_cfg c = {.role = WARP_HS_INITIATOR, .identity = id_i};
+	uint8_t bogus[WARP_PUBKEY_LEN] = {0x05};
 
 	assert_null(warp_hs_new(&c, T0)); /* initiator states whom it expects */
 	assert_int_equal(errno, EINVAL);
@@ -1089,12 +1089,13 @@ static void test_bad_config(void **state)
 /* Chosen CIDs are used; the INIT header carries the advertised one. */
 static void test_cids(void **state)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r),
-				  .local_cid = { 1, 2, 3, 4, 5, 6, 7, 8 },
-				  .init_cid = { 9, 9, 9, 9, 9, 9, 9, 9 } };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r,
-				  .local_cid = { 8, 7, 6, 5, 4, 3, 2, 1 } };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r),
+				 .local_cid = {1, 2, 3, 4, 5, 6, 7, 8},
+				 .init_cid = {9, 9, 9, 9, 9, 9, 9, 9}};
+	struct warp_hs_cfg cr = {
+		.role = WARP_HS_RESPONDER, .identity = id_r, .local_cid = {8, 7, 6, 5, 4, 3, 2, 1}};
 	struct warp_hs *i = warp_hs_new(&ci, T0), *r = warp_hs_new(&cr, T0);
 	uint8_t a[WARP_HS_OUT_MAX], b[WARP_HS_OUT_MAX];
 	size_t al, bl;
@@ -1114,7 +1115,6 @@ static void test_cids(void **state)
 	warp_hs_free(i);
 	warp_hs_free(r);
 }
-
 
 /* ---- an independent implementation of docs/protocol-handshake.md ---- */
 
@@ -1183,9 +1183,9 @@ static int sp_verify(const uint8_t pub[33], const char *label, const uint8_t h[3
 /* The spec as initiator against the library's responder; bad_sig: sign with another key. */
 static void spec_initiator(bool bad_sig)
 {
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *r = warp_hs_new(&cr, T0);
-	uint8_t init[192] = { 0 }, resp[WARP_HS_OUT_MAX], fin[133], out[WARP_HS_OUT_MAX];
+	uint8_t init[192] = {0}, resp[WARP_HS_OUT_MAX], fin[133], out[WARP_HS_OUT_MAX];
 	uint8_t e_sk[32], dh[32], h[32], h2[32], h3[32], hf[32], h4[32], prk[32], ms[32];
 	uint8_t k_r[32], k_i[32], i2r[32], r2i[32], ka[32], n[12], blob[97], pkt[64];
 	size_t resp_len, out_len;
@@ -1256,8 +1256,8 @@ static void spec_initiator(bool bad_sig)
 	memcpy(pkt + 4, resp + 20, 8);
 	pkt[19] = 5;
 	n[11] = 5;
-	crypto_aead_chacha20poly1305_ietf_encrypt(pkt + 20, NULL, (const uint8_t *)"spec", 4, pkt, 20,
-						  NULL, n, i2r);
+	crypto_aead_chacha20poly1305_ietf_encrypt(pkt + 20, NULL, (const uint8_t *)"spec", 4, pkt,
+						  20, NULL, n, i2r);
 	assert_int_equal(warp_session_open(s, pkt, 40, out, sizeof(out), T0, &info), 4);
 	assert_memory_equal(out, "spec", 4);
 	assert_int_equal(info.pn, 5);
@@ -1293,10 +1293,11 @@ static void spec_initiator(bool bad_sig)
 /* The spec as responder against the library's initiator. */
 static void spec_responder(bool bad_sig)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
 	struct warp_hs *i = warp_hs_new(&ci, T0);
-	uint8_t init[WARP_HS_OUT_MAX], resp[173] = { 0 }, fin[WARP_HS_OUT_MAX];
+	uint8_t init[WARP_HS_OUT_MAX], resp[173] = {0}, fin[WARP_HS_OUT_MAX];
 	uint8_t e_sk[32], dh[32], h[32], h2[32], h3[32], hf[32], prk[32], k_r[32], k_i[32];
 	uint8_t n[12], blob[97];
 	size_t init_len, fin_len;

@@ -21,7 +21,7 @@
 #include "pipe/session.h"
 
 #define MS 1000000ull
-#define S 1000000000ull
+#define S  1000000000ull
 #define T0 (5 * S)
 
 static struct warp_identity *id_i, *id_r;
@@ -42,9 +42,10 @@ struct pair {
 /* A finished handshake, the responder's confirmation delivered. */
 static void pair_new(struct pair *p, const struct warp_session_cfg *cfg, uint64_t now)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *hi = warp_hs_new(&ci, now), *hr = warp_hs_new(&cr, now);
 	uint8_t a[WARP_HS_OUT_MAX], b[WARP_HS_OUT_MAX];
 	size_t al, bl;
@@ -82,8 +83,8 @@ static void pair_free(struct pair *p)
 static void test_roundtrip(void **state)
 {
 	static uint8_t pkt[WARP_PKT_MAX + 16], out[WARP_PKT_MAX], msg[WARP_PKT_MAX];
-	static const size_t sizes[] = { 0, 1, 100, 1200, 1400, 65535 - WARP_SESSION_OVERHEAD };
-	static const uint8_t types[] = { WARP_PKT_DATA, WARP_PKT_ACK, WARP_PKT_CLOSE };
+	static const size_t sizes[] = {0, 1, 100, 1200, 1400, 65535 - WARP_SESSION_OVERHEAD};
+	static const uint8_t types[] = {WARP_PKT_DATA, WARP_PKT_ACK, WARP_PKT_CLOSE};
 	struct warp_rx_info info;
 	struct warp_session_stats st;
 	struct pair p;
@@ -104,8 +105,9 @@ static void test_roundtrip(void **state)
 		assert_int_equal(warp_get_u64(pkt + WARP_PN_OFF), k);
 		if (sizes[k] >= 16)
 			assert_memory_not_equal(pkt + WARP_HDR_LEN, msg, 16); /* encrypted */
-		assert_int_equal(warp_session_open(p.r, pkt, (size_t)n, out, sizeof(out), T0, &info),
-				 sizes[k]);
+		assert_int_equal(
+			warp_session_open(p.r, pkt, (size_t)n, out, sizeof(out), T0, &info),
+			sizes[k]);
 		assert_int_equal(info.type, t);
 		assert_int_equal(info.pn, k);
 		assert_false(info.key_updated);
@@ -120,9 +122,9 @@ static void test_roundtrip(void **state)
 		assert_memory_equal(pkt + WARP_HDR_LEN, msg, sizes[k]);
 	}
 	/* limits */
-	assert_int_equal(warp_session_seal(p.i, WARP_PKT_DATA, msg, 65535 - 35, pkt, sizeof(pkt),
-					   T0),
-			 -EMSGSIZE);
+	assert_int_equal(
+		warp_session_seal(p.i, WARP_PKT_DATA, msg, 65535 - 35, pkt, sizeof(pkt), T0),
+		-EMSGSIZE);
 	assert_int_equal(warp_session_seal(p.i, WARP_PKT_DATA, msg, 10, pkt, 45, T0), -EMSGSIZE);
 	assert_int_equal(warp_session_seal(p.i, WARP_PKT_PING, msg, 10, pkt, sizeof(pkt), T0),
 			 -EINVAL);
@@ -198,8 +200,7 @@ static void test_reject_bad(void **state)
 			 -WARP_ENOTFOUND);
 	assert_int_equal(warp_session_seal(p.i, WARP_PKT_DATA, "x", 1, bad, sizeof(bad), T0), 37);
 	memcpy(bad + WARP_CID_OFF, warp_session_local_cid(p.i), WARP_CID_LEN);
-	assert_int_equal(warp_session_open(p.i, bad, 37, out, sizeof(out), T0, &info),
-			 -WARP_EAUTH);
+	assert_int_equal(warp_session_open(p.i, bad, 37, out, sizeof(out), T0, &info), -WARP_EAUTH);
 	/* output too small */
 	assert_int_equal(warp_session_open(p.r, pkt, (size_t)n, out, 31, T0, &info), -EMSGSIZE);
 
@@ -373,7 +374,7 @@ static unsigned int land(struct warp_session *to, struct flight *f, uint64_t now
  * rotate many times and no delivered packet is lost to a rotation. */
 static void rotation_run(uint64_t rekey_packets, unsigned int drop_pct)
 {
-	struct warp_session_cfg cfg = { .rekey_packets = rekey_packets };
+	struct warp_session_cfg cfg = {.rekey_packets = rekey_packets};
 	struct warp_session_stats si, sr;
 	struct flight *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
 	unsigned int got = 0, upd_r = 0, upd_i = 0, dropped = 0;
@@ -403,8 +404,9 @@ static void rotation_run(uint64_t rekey_packets, unsigned int drop_pct)
 	assert_int_equal(sr.rej_auth + sr.rej_stale + sr.rej_replay + sr.rej_other, 0);
 	assert_int_equal(got + dropped, si.sealed + sr.sealed - 1); /* minus the confirmation */
 	print_message("rekey %llu drop %u%%: phases %llu/%llu, %u delivered, %u dropped\n",
-		      (unsigned long long)rekey_packets, drop_pct, (unsigned long long)si.send_phase,
-		      (unsigned long long)sr.send_phase, got, dropped);
+		      (unsigned long long)rekey_packets, drop_pct,
+		      (unsigned long long)si.send_phase, (unsigned long long)sr.send_phase, got,
+		      dropped);
 	assert_true(si.send_phase >= 6000 / rekey_packets / 2 || si.send_phase >= 150);
 	/* a receiver is at most one behind (a follower may not have sent in its new phase) */
 	assert_true(sr.recv_phase == si.send_phase || sr.recv_phase + 1 == si.send_phase);
@@ -484,7 +486,7 @@ static void test_skipped_phase(void **state)
 /* Old-phase packets after the flip: accepted during the grace period, then refused. */
 static void test_prev_key_grace(void **state)
 {
-	struct warp_session_cfg cfg = { .prev_key_ns = 2 * S };
+	struct warp_session_cfg cfg = {.prev_key_ns = 2 * S};
 	struct stash *st = malloc(sizeof(*st));
 	struct warp_session_stats ss;
 	struct pair p;
@@ -494,8 +496,8 @@ static void test_prev_key_grace(void **state)
 	pair_new(&p, &cfg, T0);
 	/* the responder has heard nothing from the initiator yet: it cannot update */
 	assert_int_equal(warp_session_key_update(p.r, T0), -EAGAIN);
-	seal_many(p.i, st, 4, T0);				  /* phase 0: pn 0..3 */
-	assert_int_equal(warp_session_key_update(p.i, T0), 0);	  /* initiator flips */
+	seal_many(p.i, st, 4, T0);				     /* phase 0: pn 0..3 */
+	assert_int_equal(warp_session_key_update(p.i, T0), 0);	     /* initiator flips */
 	assert_int_equal(warp_session_key_update(p.i, T0), -EAGAIN); /* not again yet */
 	n = warp_session_seal(p.i, WARP_PKT_DATA, "new", 3, ack, sizeof(ack), T0);
 	assert_int_equal(ack[1], 1); /* phase bit set */
@@ -505,13 +507,13 @@ static void test_prev_key_grace(void **state)
 	{
 		struct warp_rx_info info;
 
-		assert_int_equal(warp_session_open(p.r, ack, (size_t)n, out, sizeof(out), T0, &info),
-				 3);
+		assert_int_equal(
+			warp_session_open(p.r, ack, (size_t)n, out, sizeof(out), T0, &info), 3);
 		assert_true(info.key_updated);
 	}
 	warp_session_stats(p.r, &ss);
 	assert_int_equal(ss.recv_phase, 1);
-	assert_int_equal(ss.send_phase, 1); /* the responder followed */
+	assert_int_equal(ss.send_phase, 1);		      /* the responder followed */
 	assert_int_equal(deliver(p.r, st, 2, T0 + 1 * S), 8); /* late, old phase, in grace */
 	assert_int_equal(warp_session_next_timeout(p.r), T0 + 2 * S);
 	assert_int_equal(deliver(p.r, st, 1, T0 + 2 * S), -WARP_ESTALE); /* grace is over */
@@ -522,8 +524,7 @@ static void test_prev_key_grace(void **state)
 	/* the responder's next packet carries phase 1; the initiator may then update again */
 	n = warp_session_seal(p.r, WARP_PKT_ACK, NULL, 0, ack, sizeof(ack), T0 + 3 * S);
 	assert_int_equal(ack[1], 1);
-	assert_int_equal(warp_session_open(p.i, ack, (size_t)n, out, sizeof(out), T0 + 3 * S,
-					   NULL),
+	assert_int_equal(warp_session_open(p.i, ack, (size_t)n, out, sizeof(out), T0 + 3 * S, NULL),
 			 0);
 	assert_int_equal(warp_session_key_update(p.i, T0 + 3 * S), 0);
 	pair_free(&p);
@@ -533,9 +534,9 @@ static void test_prev_key_grace(void **state)
 /* Limits by time and by bytes. */
 static void test_rekey_limits(void **state)
 {
-	struct warp_session_cfg cfg = { .rekey_ns = 1 * S, .rekey_bytes = 1000 };
+	struct warp_session_cfg cfg = {.rekey_ns = 1 * S, .rekey_bytes = 1000};
 	struct warp_session_stats ss;
-	uint8_t pkt[700], out[700], payload[600] = { 0 };
+	uint8_t pkt[700], out[700], payload[600] = {0};
 	struct pair p;
 	int n;
 
@@ -545,15 +546,13 @@ static void test_rekey_limits(void **state)
 	assert_int_equal(warp_session_open(p.r, pkt, (size_t)n, out, sizeof(out), T0, NULL), 1);
 	n = warp_session_seal(p.i, WARP_PKT_DATA, "x", 1, pkt, sizeof(pkt), T0 + 1000 * MS);
 	assert_int_equal(pkt[1], 1); /* a second later: new phase */
-	assert_int_equal(warp_session_open(p.r, pkt, (size_t)n, out, sizeof(out), T0 + 1000 * MS,
-					   NULL),
-			 1);
+	assert_int_equal(
+		warp_session_open(p.r, pkt, (size_t)n, out, sizeof(out), T0 + 1000 * MS, NULL), 1);
 	/* the responder followed just now: its own timer restarted */
 	n = warp_session_seal(p.r, WARP_PKT_DATA, "y", 1, pkt, sizeof(pkt), T0 + 1000 * MS);
 	assert_int_equal(pkt[1], 1);
-	assert_int_equal(warp_session_open(p.i, pkt, (size_t)n, out, sizeof(out), T0 + 1000 * MS,
-					   NULL),
-			 1);
+	assert_int_equal(
+		warp_session_open(p.i, pkt, (size_t)n, out, sizeof(out), T0 + 1000 * MS, NULL), 1);
 	/* bytes: 600 fit, the next 600 would cross 1000 */
 	n = warp_session_seal(p.i, WARP_PKT_DATA, payload, 600, pkt, sizeof(pkt), T0 + 1001 * MS);
 	assert_int_equal(pkt[1], 1);
@@ -647,8 +646,8 @@ static void test_ping_pong(void **state)
 /* The pure rewrite on its own: only what the XDP program checks. */
 static void test_pong_rewrite(void **state)
 {
-	uint8_t key[32] = { 1 }, cid[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, nonce[8] = { 9 };
-	uint8_t mine[8] = { 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x11, 0x22 };
+	uint8_t key[32] = {1}, cid[8] = {1, 2, 3, 4, 5, 6, 7, 8}, nonce[8] = {9};
+	uint8_t mine[8] = {0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x11, 0x22};
 	uint8_t ping[WARP_PING_LEN], want[WARP_PING_LEN], big[WARP_PING_LEN + 1];
 
 	warp_ping_build(ping, key, cid, 0x1122334455667788ull, nonce);
@@ -672,9 +671,10 @@ static void test_pong_rewrite(void **state)
 /* A verified ping from the responder also confirms an initiator that missed the ACK. */
 static void test_ping_confirms(void **state)
 {
-	struct warp_hs_cfg ci = { .role = WARP_HS_INITIATOR, .identity = id_i,
-				  .expected_peer = warp_identity_pubkey(id_r) };
-	struct warp_hs_cfg cr = { .role = WARP_HS_RESPONDER, .identity = id_r };
+	struct warp_hs_cfg ci = {.role = WARP_HS_INITIATOR,
+				 .identity = id_i,
+				 .expected_peer = warp_identity_pubkey(id_r)};
+	struct warp_hs_cfg cr = {.role = WARP_HS_RESPONDER, .identity = id_r};
 	struct warp_hs *hi = warp_hs_new(&ci, T0), *hr = warp_hs_new(&cr, T0);
 	uint8_t a[WARP_HS_OUT_MAX], b[WARP_HS_OUT_MAX], fin[WARP_HS_OUT_MAX], ping[WARP_PING_LEN];
 	size_t al, bl, fl;
@@ -741,7 +741,7 @@ static void test_close(void **state)
 
 static void test_probe(void **state)
 {
-	uint8_t secret[32], other[32], nonce[12], cid[8] = { 7 }, probe[WARP_PROBE_LEN];
+	uint8_t secret[32], other[32], nonce[12], cid[8] = {7}, probe[WARP_PROBE_LEN];
 	uint8_t reply[WARP_PROBE_LEN], bad[WARP_PROBE_LEN];
 	struct warp_probe_keys conn, lis, wrong;
 
@@ -814,11 +814,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_reject_bad),
 		cmocka_unit_test(test_replay_window), cmocka_unit_test(test_key_rotation),
-		cmocka_unit_test(test_skipped_phase),
-		cmocka_unit_test(test_prev_key_grace), cmocka_unit_test(test_rekey_limits),
-		cmocka_unit_test(test_ping_pong),     cmocka_unit_test(test_pong_rewrite),
-		cmocka_unit_test(test_ping_confirms), cmocka_unit_test(test_close),
-		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_skipped_phase), cmocka_unit_test(test_prev_key_grace),
+		cmocka_unit_test(test_rekey_limits),  cmocka_unit_test(test_ping_pong),
+		cmocka_unit_test(test_pong_rewrite),  cmocka_unit_test(test_ping_confirms),
+		cmocka_unit_test(test_close),	      cmocka_unit_test(test_probe),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -116,11 +116,16 @@ int warp_pkt_cid(const void *pkt, size_t len, uint8_t cid[WARP_CID_LEN])
 const char *warp_pkt_type_name(uint8_t type)
 {
 	static const char *const names[] = {
-		[WARP_PKT_HS_INIT] = "HS_INIT", [WARP_PKT_HS_RESP] = "HS_RESP",
-		[WARP_PKT_HS_FINISH] = "HS_FINISH", [WARP_PKT_DATA] = "DATA",
-		[WARP_PKT_ACK] = "ACK", [WARP_PKT_PING] = "PING",
-		[WARP_PKT_PONG] = "PONG", [WARP_PKT_CLOSE] = "CLOSE",
-		[WARP_PKT_PROBE] = "PROBE", [WARP_PKT_PROBE_REPLY] = "PROBE_REPLY",
+		[WARP_PKT_HS_INIT] = "HS_INIT",
+		[WARP_PKT_HS_RESP] = "HS_RESP",
+		[WARP_PKT_HS_FINISH] = "HS_FINISH",
+		[WARP_PKT_DATA] = "DATA",
+		[WARP_PKT_ACK] = "ACK",
+		[WARP_PKT_PING] = "PING",
+		[WARP_PKT_PONG] = "PONG",
+		[WARP_PKT_CLOSE] = "CLOSE",
+		[WARP_PKT_PROBE] = "PROBE",
+		[WARP_PKT_PROBE_REPLY] = "PROBE_REPLY",
 		[WARP_PKT_HS_RETRY] = "HS_RETRY",
 	};
 
@@ -148,8 +153,8 @@ int warp_tcp_frame(uint8_t *out, size_t cap, const void *pkt, size_t len)
 
 struct warp_deframer {
 	size_t max_frame;
-	size_t have;   /* bytes of the current frame in buf (prefix excluded) */
-	size_t want;   /* its length once the prefix is known */
+	size_t have; /* bytes of the current frame in buf (prefix excluded) */
+	size_t want; /* its length once the prefix is known */
 	uint8_t pfx[WARP_TCP_PREFIX_LEN];
 	size_t pfx_have;
 	int err;       /* latched stream error */

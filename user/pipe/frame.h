@@ -23,7 +23,7 @@
 #include <warpgate/wire.h>
 
 /* Largest packet: what a 2-byte TCP length prefix can describe. */
-#define WARP_PKT_MAX	   65535
+#define WARP_PKT_MAX	    65535
 #define WARP_TCP_PREFIX_LEN 2
 
 /* Packet sizes that follow from the handshake layout (docs/protocol-handshake.md). */
@@ -31,7 +31,7 @@
 #define WARP_HS_INIT_LEN    192 /* padded so no answer is larger than the INIT */
 #define WARP_HS_RESP_LEN    173 /* hdr, cid, ephemeral, sealed{pubkey, sig} */
 #define WARP_HS_FINISH_LEN  133 /* hdr, sealed{pubkey, sig} */
-#define WARP_HS_RETRY_LEN   68  /* hdr, echoed ephemeral, cookie */
+#define WARP_HS_RETRY_LEN   68	/* hdr, echoed ephemeral, cookie */
 
 /* Decoded header.  type is enum warp_pkt_type; phase is the whole phase byte. */
 struct warp_pkt_hdr {

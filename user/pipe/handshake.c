@@ -40,27 +40,27 @@
 #define SIG_R_LABEL   "warpgate v1 responder signature"
 #define SIG_I_LABEL   "warpgate v1 initiator signature"
 
-#define NS_PER_MS 1000000ull
-#define DEFAULT_RTO_MS 200
+#define NS_PER_MS	   1000000ull
+#define DEFAULT_RTO_MS	   200
 #define DEFAULT_RTO_MAX_MS 3200
-#define DEFAULT_ATTEMPTS 8
+#define DEFAULT_ATTEMPTS   8
 #define DEFAULT_TIMEOUT_MS 10000
-#define COOKIE_PERIOD_NS (120ull * 1000000000ull)
+#define COOKIE_PERIOD_NS   (120ull * 1000000000ull)
 
-#define X_LEN 32
-#define RANDOM_LEN 16
-#define ID_BLOB_LEN (WARP_PUBKEY_LEN + WARP_SIG_LEN)	  /* sealed identity and signature */
-#define SEALED_ID_LEN (ID_BLOB_LEN + WARP_TAG_LEN)
+#define X_LEN	       32
+#define RANDOM_LEN     16
+#define ID_BLOB_LEN    (WARP_PUBKEY_LEN + WARP_SIG_LEN) /* sealed identity and signature */
+#define SEALED_ID_LEN  (ID_BLOB_LEN + WARP_TAG_LEN)
 #define RESP_CLEAR_LEN (WARP_HDR_LEN + WARP_CID_LEN + X_LEN) /* hashed into h2 */
-#define CLOSE_LEN (WARP_HDR_LEN + 4 + WARP_TAG_LEN)
+#define CLOSE_LEN      (WARP_HDR_LEN + 4 + WARP_TAG_LEN)
 
 /* INIT body offsets (after the header) */
-#define INIT_CID 0
-#define INIT_EPH (INIT_CID + WARP_CID_LEN)
-#define INIT_RANDOM (INIT_EPH + X_LEN)
-#define INIT_TS (INIT_RANDOM + RANDOM_LEN)
+#define INIT_CID	0
+#define INIT_EPH	(INIT_CID + WARP_CID_LEN)
+#define INIT_RANDOM	(INIT_EPH + X_LEN)
+#define INIT_TS		(INIT_RANDOM + RANDOM_LEN)
 #define INIT_COOKIE_LEN (INIT_TS + 8)
-#define INIT_COOKIE (INIT_COOKIE_LEN + 1)
+#define INIT_COOKIE	(INIT_COOKIE_LEN + 1)
 
 _Static_assert(WARP_HDR_LEN + INIT_COOKIE + WARP_HS_COOKIE_LEN <= WARP_HS_INIT_LEN, "INIT");
 _Static_assert(RESP_CLEAR_LEN + SEALED_ID_LEN == WARP_HS_RESP_LEN, "RESP");
@@ -227,7 +227,7 @@ static bool cid_is_zero(const uint8_t cid[WARP_CID_LEN])
 
 static void hdr_write(uint8_t *out, uint8_t type, const uint8_t cid[WARP_CID_LEN], uint64_t pn)
 {
-	struct warp_pkt_hdr h = { .type = type, .pn = pn };
+	struct warp_pkt_hdr h = {.type = type, .pn = pn};
 
 	memcpy(h.cid, cid, WARP_CID_LEN);
 	warp_hdr_encode(out, &h);
@@ -319,9 +319,10 @@ struct warp_hs *warp_hs_new(const struct warp_hs_cfg *cfg, uint64_t now_ns)
 {
 	struct warp_hs *hs;
 
-	if (!cfg || !cfg->identity || (cfg->role != WARP_HS_INITIATOR && cfg->role !=
-	    WARP_HS_RESPONDER) || (cfg->role == WARP_HS_INITIATOR && !cfg->expected_peer &&
-	    !cfg->policy) || (cfg->expected_peer && warp_pubkey_check(cfg->expected_peer))) {
+	if (!cfg || !cfg->identity ||
+	    (cfg->role != WARP_HS_INITIATOR && cfg->role != WARP_HS_RESPONDER) ||
+	    (cfg->role == WARP_HS_INITIATOR && !cfg->expected_peer && !cfg->policy) ||
+	    (cfg->expected_peer && warp_pubkey_check(cfg->expected_peer))) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -420,8 +421,7 @@ uint64_t warp_hs_next_timeout(const struct warp_hs *hs)
 	}
 }
 
-int warp_hs_poll(struct warp_hs *hs, uint64_t now_ns, uint8_t out[WARP_HS_OUT_MAX],
-		 size_t *out_len)
+int warp_hs_poll(struct warp_hs *hs, uint64_t now_ns, uint8_t out[WARP_HS_OUT_MAX], size_t *out_len)
 {
 	*out_len = 0;
 	switch (hs->state) {
@@ -699,8 +699,8 @@ static int responder_finish(struct warp_hs *hs, const uint8_t *pkt, size_t len, 
 
 static bool is_handshake(uint8_t type)
 {
-	return type == WARP_PKT_HS_INIT || type == WARP_PKT_HS_RESP ||
-	       type == WARP_PKT_HS_FINISH || type == WARP_PKT_HS_RETRY;
+	return type == WARP_PKT_HS_INIT || type == WARP_PKT_HS_RESP || type == WARP_PKT_HS_FINISH ||
+	       type == WARP_PKT_HS_RETRY;
 }
 
 int warp_hs_recv(struct warp_hs *hs, const uint8_t *pkt, size_t len, uint64_t now_ns,

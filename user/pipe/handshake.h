@@ -66,8 +66,8 @@
 
 #include "pipe/frame.h"
 
-#define WARP_HS_OUT_MAX	 WARP_HS_INIT_LEN /* largest packet warp_hs_* writes */
-#define WARP_HS_KEY_LEN	 32
+#define WARP_HS_OUT_MAX	   WARP_HS_INIT_LEN /* largest packet warp_hs_* writes */
+#define WARP_HS_KEY_LEN	   32
 #define WARP_HS_COOKIE_LEN 16
 
 enum warp_hs_role {
@@ -79,8 +79,8 @@ enum warp_hs_state {
 	WARP_HS_WAIT_RESP,   /* initiator: INIT sent (or due), waiting for RESP or RETRY */
 	WARP_HS_WAIT_INIT,   /* responder: created, waiting for the INIT */
 	WARP_HS_WAIT_FINISH, /* responder: RESP sent, waiting for FINISH */
-	WARP_HS_DONE,        /* keys and peer identity available */
-	WARP_HS_FAILED,      /* warp_hs_error() says why */
+	WARP_HS_DONE,	     /* keys and peer identity available */
+	WARP_HS_FAILED,	     /* warp_hs_error() says why */
 };
 
 /* Decides whether to talk to an authenticated peer: 0 accepts, a negative errno (e.g.
@@ -105,11 +105,11 @@ struct warp_hs_cfg {
 	/* Wall clock in ms (warp_wall_ms()): the initiator stamps INIT with it; the responder
 	 * compares against it when max_skew_ms is set. */
 	uint64_t wall_ms;
-	uint32_t max_skew_ms;	 /* responder: reject INITs stamped further away; 0: no check */
-	uint32_t rto_ms;	 /* first retransmission after this; doubles; 0: 200 ms */
-	uint32_t rto_max_ms;	 /* retransmission interval cap; 0: 3200 ms */
-	uint32_t max_attempts;	 /* transmissions of INIT (and of FINISH); 0: 8 */
-	uint32_t timeout_ms;	 /* whole handshake; 0: 10 s */
+	uint32_t max_skew_ms;  /* responder: reject INITs stamped further away; 0: no check */
+	uint32_t rto_ms;       /* first retransmission after this; doubles; 0: 200 ms */
+	uint32_t rto_max_ms;   /* retransmission interval cap; 0: 3200 ms */
+	uint32_t max_attempts; /* transmissions of INIT (and of FINISH); 0: 8 */
+	uint32_t timeout_ms;   /* whole handshake; 0: 10 s */
 	const uint8_t *test_ephemeral; /* tests only: 32-byte X25519 secret; NULL: random */
 };
 
@@ -150,8 +150,8 @@ const uint8_t *warp_hs_peer_identity(const struct warp_hs *hs);
 /* ---- responder helpers ---- */
 
 struct warp_hs_init_info {
-	uint8_t cid[WARP_CID_LEN];	 /* the initiator's CID */
-	uint8_t ephemeral[32];		 /* identifies the attempt: key for retransmitted INITs */
+	uint8_t cid[WARP_CID_LEN]; /* the initiator's CID */
+	uint8_t ephemeral[32];	   /* identifies the attempt: key for retransmitted INITs */
 	uint64_t timestamp_ms;
 	bool has_cookie;
 };

@@ -12,7 +12,7 @@
 #include "pipe/frame.h"
 #include "pipe/keepalive.h"
 
-#define PING_BODY_LEN (WARP_PING_NONCE_LEN + WARP_PING_AUTH_LEN)
+#define PING_BODY_LEN	  (WARP_PING_NONCE_LEN + WARP_PING_AUTH_LEN)
 #define DEFAULT_WINDOW_NS (30ull * 1000000000ull)
 
 /* auth = BLAKE2b-128(key, header || nonce), over the first hdr+nonce bytes of pkt. */
@@ -42,7 +42,7 @@ void warp_ping_build(uint8_t out[WARP_PING_LEN], const uint8_t key[WARP_KA_KEY_L
 		     const uint8_t peer_cid[WARP_CID_LEN], uint64_t pn,
 		     const uint8_t nonce[WARP_PING_NONCE_LEN])
 {
-	struct warp_pkt_hdr h = { .type = WARP_PKT_PING, .pn = pn };
+	struct warp_pkt_hdr h = {.type = WARP_PKT_PING, .pn = pn};
 
 	memcpy(h.cid, peer_cid, WARP_CID_LEN);
 	warp_hdr_encode(out, &h);
@@ -92,8 +92,7 @@ void warp_ka_tracker_init(struct warp_ka_tracker *t, uint64_t window_ns)
 }
 
 void warp_ka_ping(struct warp_ka_tracker *t, const uint8_t key[WARP_KA_KEY_LEN],
-		  const uint8_t peer_cid[WARP_CID_LEN], uint64_t now_ns,
-		  uint8_t out[WARP_PING_LEN])
+		  const uint8_t peer_cid[WARP_CID_LEN], uint64_t now_ns, uint8_t out[WARP_PING_LEN])
 {
 	uint8_t nonce[WARP_PING_NONCE_LEN];
 	unsigned int i = t->next;
@@ -167,7 +166,7 @@ void warp_probe_keys_wipe(struct warp_probe_keys *k)
 static void probe_fill(uint8_t out[WARP_PROBE_LEN], uint8_t type, const uint8_t key[32],
 		       const uint8_t cid[WARP_CID_LEN], uint64_t pn, const uint8_t *nonce)
 {
-	struct warp_pkt_hdr h = { .type = type, .pn = pn };
+	struct warp_pkt_hdr h = {.type = type, .pn = pn};
 
 	memcpy(h.cid, cid, WARP_CID_LEN);
 	warp_hdr_encode(out, &h);

@@ -29,7 +29,7 @@
 
 #include <warpgate/wire.h>
 
-#define WARP_KA_KEY_LEN	     32
+#define WARP_KA_KEY_LEN	      32
 #define WARP_PROBE_SECRET_LEN 32
 
 /* Builds a ping into out (WARP_PING_LEN bytes).  peer_cid is the CID the peer chose. */

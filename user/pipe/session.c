@@ -28,13 +28,13 @@
 #include "pipe/keepalive.h"
 #include "pipe/session.h"
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
+#define NS_PER_MS	      1000000ull
+#define NS_PER_S	      1000000000ull
 #define DEFAULT_REKEY_PACKETS (1ull << 60) /* WireGuard's REKEY_AFTER_MESSAGES */
-#define DEFAULT_REKEY_BYTES (1ull << 40)
-#define DEFAULT_REKEY_NS (120 * NS_PER_S) /* WireGuard's REKEY_AFTER_TIME */
-#define DEFAULT_PREV_KEY_NS (5 * NS_PER_S)
-#define PN_LIMIT (1ull << 62) /* far beyond any real session; keeps nonces unique */
+#define DEFAULT_REKEY_BYTES   (1ull << 40)
+#define DEFAULT_REKEY_NS      (120 * NS_PER_S) /* WireGuard's REKEY_AFTER_TIME */
+#define DEFAULT_PREV_KEY_NS   (5 * NS_PER_S)
+#define PN_LIMIT	      (1ull << 62) /* far beyond any real session; keeps nonces unique */
 /* One word more than the window: the word the top moves into is cleared whole, and the
  * oldest word still inside the window must not share its slot (RFC 6479). */
 #define WINDOW_WORDS (WARP_REPLAY_WINDOW / 64 + 1)
@@ -139,7 +139,8 @@ struct warp_session *warp_session_from_result(const struct warp_hs_result *res,
 		s->fin_attempts = 1; /* the handshake sent it once */
 		s->fin_rto_ms = res->rto_ms ? res->rto_ms : 200;
 		s->fin_deadline_ns = res->finish_sent_ns + (uint64_t)s->fin_rto_ms * NS_PER_MS;
-		s->fin_rto_ms = s->fin_rto_ms * 2 > s->rto_max_ms ? s->rto_max_ms : s->fin_rto_ms * 2;
+		s->fin_rto_ms =
+			s->fin_rto_ms * 2 > s->rto_max_ms ? s->rto_max_ms : s->fin_rto_ms * 2;
 	} else {
 		memcpy(s->finish_hash, res->finish_hash, 32);
 		s->confirmed = true; /* FINISH verified: the initiator holds the keys */
@@ -223,7 +224,7 @@ static bool sealed_type(uint8_t type)
 int warp_session_seal(struct warp_session *s, uint8_t type, const void *payload, size_t len,
 		      uint8_t *out, size_t cap, uint64_t now_ns)
 {
-	struct warp_pkt_hdr h = { .type = type };
+	struct warp_pkt_hdr h = {.type = type};
 	uint8_t n[12];
 
 	if (!sealed_type(type))
@@ -315,8 +316,8 @@ static void step_recv(struct warp_session *s, uint64_t pn, uint64_t now_ns)
  * destroy the ciphertext when decrypting in place, so aliased output is only written once a
  * key has verified (at the price of a second MAC pass).
  */
-static int try_open(uint8_t *out, bool alias, const uint8_t *pkt, size_t len,
-		    const uint8_t n[12], const uint8_t *key)
+static int try_open(uint8_t *out, bool alias, const uint8_t *pkt, size_t len, const uint8_t n[12],
+		    const uint8_t *key)
 {
 	const uint8_t *c = pkt + WARP_HDR_LEN;
 	size_t clen = len - WARP_SESSION_OVERHEAD;
@@ -324,8 +325,8 @@ static int try_open(uint8_t *out, bool alias, const uint8_t *pkt, size_t len,
 	if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(alias ? NULL : out, NULL, c, clen,
 							       c + clen, pkt, WARP_HDR_LEN, n, key))
 		return -WARP_EAUTH;
-	if (alias && crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, c, clen, c + clen,
-									pkt, WARP_HDR_LEN, n, key))
+	if (alias && crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+			     out, NULL, c, clen, c + clen, pkt, WARP_HDR_LEN, n, key))
 		return -WARP_EAUTH;
 	return 0;
 }

@@ -57,20 +57,20 @@
 
 /* Zero fields take the defaults. */
 struct warp_session_cfg {
-	uint64_t rekey_packets; /* update the sending key after this many packets: 2^60 */
-	uint64_t rekey_bytes;	/* ... or payload bytes: 2^40 */
-	uint64_t rekey_ns;	/* ... or this long: 120 s */
-	uint64_t prev_key_ns;	/* keep the previous receive key this long after a flip: 5 s */
+	uint64_t rekey_packets;	 /* update the sending key after this many packets: 2^60 */
+	uint64_t rekey_bytes;	 /* ... or payload bytes: 2^40 */
+	uint64_t rekey_ns;	 /* ... or this long: 120 s */
+	uint64_t prev_key_ns;	 /* keep the previous receive key this long after a flip: 5 s */
 	uint64_t ping_window_ns; /* a pong must come back within this: 30 s */
 };
 
 struct warp_session_stats {
-	uint64_t sealed, opened;		/* packets */
-	uint64_t bytes_sealed, bytes_opened;	/* payload bytes */
+	uint64_t sealed, opened;	     /* packets */
+	uint64_t bytes_sealed, bytes_opened; /* payload bytes */
 	uint64_t rej_auth, rej_replay, rej_stale, rej_other;
-	uint64_t send_phase, recv_phase;	/* key updates so far, per direction */
-	uint64_t next_pn;			/* next packet number we send */
-	uint64_t rx_top;			/* highest packet number accepted */
+	uint64_t send_phase, recv_phase; /* key updates so far, per direction */
+	uint64_t next_pn;		 /* next packet number we send */
+	uint64_t rx_top;		 /* highest packet number accepted */
 };
 
 struct warp_rx_info {
