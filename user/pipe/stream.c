@@ -119,6 +119,12 @@ struct range {
 	uint64_t s, e; /* [s, e) */
 };
 
+/* Sorted, disjoint, non-adjacent ranges of sequence numbers. */
+struct rset {
+	struct range *r;
+	size_t n, cap;
+};
+
 struct dfrag {
 	uint8_t *p;
 	uint32_t len;
@@ -174,6 +180,7 @@ struct warp_stream {
 	size_t lost_count;
 	uint64_t lost_cursor;
 	uint64_t in_flight, outstanding;
+	struct rset sacked; /* SACK scoreboard above snd_una */
 	uint64_t peer_rwnd, peer_cum_max;
 
 	/* congestion control and RTT */
@@ -198,8 +205,7 @@ struct warp_stream {
 	struct rfrag **ooo;
 	size_t ocap, ooo_span_max;
 	size_t ooo_bytes;
-	struct range *rg;
-	size_t nrg, rgcap;
+	struct rset rcvd; /* out-of-order fragments held */
 	uint64_t last_ooo_seq;
 	uint8_t *reasm;
 	uint32_t reasm_total, reasm_filled;
@@ -290,6 +296,66 @@ static void start(struct warp_stream *s, uint64_t now)
 		s->started = true;
 		s->last_rx = now;
 	}
+}
+
+/* ------------------------------------------------------------------ range sets */
+
+/* Index of the first range ending after x. */
+static size_t rset_find(const struct rset *rs, uint64_t x)
+{
+	size_t lo = 0, hi = rs->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (rs->r[mid].e > x)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/* Adds [a, b), merging what it overlaps or touches. */
+static int rset_add(struct rset *rs, uint64_t a, uint64_t b)
+{
+	size_t i = a ? rset_find(rs, a - 1) : 0, j = i;
+
+	while (j < rs->n && rs->r[j].s <= b)
+		j++;
+	if (i == j) {
+		if (rs->n == rs->cap) {
+			size_t cap = rs->cap ? rs->cap * 2 : 16;
+			struct range *n = realloc(rs->r, cap * sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			rs->r = n;
+			rs->cap = cap;
+		}
+		memmove(&rs->r[i + 1], &rs->r[i], (rs->n - i) * sizeof(*rs->r));
+		rs->r[i] = (struct range){ a, b };
+		rs->n++;
+		return 0;
+	}
+	rs->r[i].s = min_u64(rs->r[i].s, a);
+	rs->r[i].e = max_u64(rs->r[j - 1].e, b);
+	memmove(&rs->r[i + 1], &rs->r[j], (rs->n - j) * sizeof(*rs->r));
+	rs->n -= j - i - 1;
+	return 0;
+}
+
+/* Forgets everything below x. */
+static void rset_trim(struct rset *rs, uint64_t x)
+{
+	size_t i = rset_find(rs, x);
+
+	if (i) {
+		memmove(&rs->r[0], &rs->r[i], (rs->n - i) * sizeof(*rs->r));
+		rs->n -= i;
+	}
+	if (rs->n && rs->r[0].s < x)
+		rs->r[0].s = x;
 }
 
 /* ------------------------------------------------------------------ RTT, RTO, cwnd */
@@ -591,13 +657,29 @@ static void process_ack(struct warp_stream *s, const struct ack_in *a, uint64_t 
 		s->peer_cum_max = a->cum;
 		s->peer_rwnd = a->rwnd;
 	}
+	rset_trim(&s->sacked, s->snd_una);
 	for (unsigned int i = 0; i < a->n; i++) {
-		for (uint64_t q = max_u64(a->b[i].s, s->snd_una); q < a->b[i].e; q++) {
-			if (sf(s, q)->state != SF_SACKED) {
-				frag_delivered(s, q, limited);
-				newly++;
+		uint64_t lo = max_u64(a->b[i].s, s->snd_una), hi = a->b[i].e, cur = lo;
+		size_t k;
+
+		if (lo >= hi)
+			continue;
+		/* Visit only what the scoreboard does not already hold: repeated blocks cost
+		 * nothing however large the window. */
+		for (k = rset_find(&s->sacked, lo); k <= s->sacked.n; k++) {
+			uint64_t end = k < s->sacked.n ? min_u64(s->sacked.r[k].s, hi) : hi;
+
+			for (uint64_t q = cur; q < end; q++) {
+				if (sf(s, q)->state != SF_SACKED) {
+					frag_delivered(s, q, limited);
+					newly++;
+				}
 			}
+			if (k == s->sacked.n || s->sacked.r[k].s >= hi)
+				break;
+			cur = max_u64(cur, s->sacked.r[k].e);
 		}
+		rset_add(&s->sacked, lo, hi);
 	}
 	if (newly) {
 		uint32_t rtt_us = (uint32_t)(now / 1000) - a->echo;
@@ -627,7 +709,7 @@ static void rx_reset_state(struct warp_stream *s)
 		s->ooo[i] = NULL;
 	}
 	s->ooo_bytes = 0;
-	s->nrg = 0;
+	s->rcvd.n = 0;
 	free(s->reasm);
 	s->reasm = NULL;
 	s->reasm_active = false;
@@ -646,7 +728,7 @@ static void tx_reset_state(struct warp_stream *s)
 	struct wmsg *m, *mn;
 	struct dmsg *d, *dn;
 
-	for (uint64_t q = s->snd_una; q < s->snd_nxt; q++) {
+	for (uint64_t q = s->snd_una; is_udp(s) && q < s->snd_nxt; q++) {
 		struct sfrag *f = sf(s, q);
 
 		if (f->m && !--f->m->refs)
@@ -669,6 +751,7 @@ static void tx_reset_state(struct warp_stream *s)
 	s->dq_bytes = 0;
 	s->snd_used = 0;
 	s->tx_head = s->tx_tail = NIL;
+	s->sacked.n = 0;
 	s->lost_count = 0;
 	s->in_flight = s->outstanding = 0;
 	s->loss_deadline = NIL;
@@ -689,47 +772,6 @@ static void stream_fail(struct warp_stream *s, int err, bool send_reset, uint16_
 	s->close_err = err;
 	if (err)
 		ev_push(s, EV_CLOSED, err, 0, NULL, 0, NULL);
-}
-
-static int rset_add(struct warp_stream *s, uint64_t x)
-{
-	size_t lo = 0, hi = s->nrg;
-	bool joinl, joinr;
-
-	/* i = first range starting after x */
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (s->rg[mid].s > x)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	joinl = lo > 0 && s->rg[lo - 1].e == x;
-	joinr = lo < s->nrg && s->rg[lo].s == x + 1;
-	if (joinl && joinr) {
-		s->rg[lo - 1].e = s->rg[lo].e;
-		memmove(&s->rg[lo], &s->rg[lo + 1], (s->nrg - lo - 1) * sizeof(*s->rg));
-		s->nrg--;
-	} else if (joinl) {
-		s->rg[lo - 1].e = x + 1;
-	} else if (joinr) {
-		s->rg[lo].s = x;
-	} else {
-		if (s->nrg == s->rgcap) {
-			size_t cap = s->rgcap ? s->rgcap * 2 : 16;
-			struct range *n = realloc(s->rg, cap * sizeof(*n));
-
-			if (!n)
-				return -ENOMEM;
-			s->rg = n;
-			s->rgcap = cap;
-		}
-		memmove(&s->rg[lo + 1], &s->rg[lo], (s->nrg - lo) * sizeof(*s->rg));
-		s->rg[lo] = (struct range){ x, x + 1 };
-		s->nrg++;
-	}
-	return 0;
 }
 
 static int ooo_reserve(struct warp_stream *s, uint64_t dist)
@@ -848,7 +890,7 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 			return err;
 		if (flags & RF_FIN)
 			*immediate = true;
-		if (!s->nrg)
+		if (!s->rcvd.n)
 			return 0;
 		*immediate = true;
 		while (s->ocap && (r = s->ooo[s->rcv_nxt & (s->ocap - 1)]) && r->seq == s->rcv_nxt) {
@@ -867,10 +909,7 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 			if (err)
 				return err;
 		}
-		while (s->nrg && s->rg[0].e <= s->rcv_nxt) {
-			memmove(&s->rg[0], &s->rg[1], (s->nrg - 1) * sizeof(*s->rg));
-			s->nrg--;
-		}
+		rset_trim(&s->rcvd, s->rcv_nxt);
 		return 0;
 	}
 	*immediate = true;
@@ -889,7 +928,7 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 	r = malloc(sizeof(*r) + len);
 	if (!r)
 		return 0;
-	if (rset_add(s, seq)) {
+	if (rset_add(&s->rcvd, seq, seq + 1)) {
 		free(r);
 		return 0;
 	}
@@ -1208,7 +1247,6 @@ int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64
 		return -EINVAL;
 	if (s->dispatching)
 		return -EBUSY;
-	start(s, now);
 	if (s->state == WARP_STREAM_DONE)
 		return 0;
 	if (!len) {
@@ -1228,6 +1266,7 @@ int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64
 		s->st.malformed++;
 		return err;
 	}
+	start(s, now);
 	s->last_rx = now;
 	s->st.payloads_received++;
 	cx.have_ts = cx.have_ack = cx.eliciting = false;
@@ -1438,7 +1477,7 @@ static void put_ack(struct warp_stream *s, struct warp_wr *w, size_t max, uint64
 	uint64_t rwnd = s->c.rcvbuf - s->reasm_filled, delay = 0;
 
 	if (room >= ACK_FIXED)
-		nb = min_u64(min_u64(s->nrg, ACK_MAX_BLOCKS), (room - ACK_FIXED) / ACK_BLOCK);
+		nb = min_u64(min_u64(s->rcvd.n, ACK_MAX_BLOCKS), (room - ACK_FIXED) / ACK_BLOCK);
 	if (s->have_ts)
 		delay = min_u64((now - s->last_ts_rx) / 1000 / ACK_DELAY_UNIT, UINT16_MAX);
 	warp_wr_u8(w, FT_ACK);
@@ -1449,15 +1488,13 @@ static void put_ack(struct warp_stream *s, struct warp_wr *w, size_t max, uint64
 	warp_wr_u8(w, (uint8_t)nb);
 	/* Too many holes to report: the lowest ones (what the sender needs to fill first)
 	 * plus the one holding the newest arrival (what drives its loss detection). */
-	if (nb && nb < s->nrg) {
-		for (k = 0; k < s->nrg; k++)
-			if (s->rg[k].s <= s->last_ooo_seq && s->last_ooo_seq < s->rg[k].e)
-				break;
-		if (k < nb - 1 || k == s->nrg)
+	if (nb && nb < s->rcvd.n) {
+		k = rset_find(&s->rcvd, s->last_ooo_seq);
+		if (k < nb - 1 || k == s->rcvd.n)
 			k = nb - 1;
 	}
 	for (size_t i = 0; i < nb; i++) {
-		const struct range *g = &s->rg[i == nb - 1 && nb < s->nrg ? k : i];
+		const struct range *g = &s->rcvd.r[i == nb - 1 && nb < s->rcvd.n ? k : i];
 
 		warp_wr_u32(w, (uint32_t)g->s);
 		warp_wr_u32(w, (uint32_t)g->e);
@@ -1597,7 +1634,8 @@ static void stream_destroy(struct warp_stream *s)
 	free(s->ev);
 	free(s->sring);
 	free(s->ooo);
-	free(s->rg);
+	free(s->rcvd.r);
+	free(s->sacked.r);
 	free(s);
 }
 
