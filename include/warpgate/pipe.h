@@ -12,8 +12,10 @@
  *	    queued message has been read); -EMSGSIZE: buf too small (the message stays queued)
  *
  * A pipe handle is reference counted: the one returned by connect or given to an accept
- * handler belongs to the caller, who ends it with warp_pipe_release() (which also closes
- * the pipe gracefully if it is still open).  All calls happen on the loop's thread.
+ * handler belongs to the caller, who drops it with warp_pipe_release().  Releasing does not
+ * close: an open pipe lives on (served by its callbacks) until either end closes it, its
+ * idle timeout passes, the peer disappears, or the node closes.  All calls happen on the
+ * loop's thread.
  */
 #ifndef WARPGATE_PIPE_H
 #define WARPGATE_PIPE_H
@@ -42,6 +44,7 @@ struct warp_sub {
 	const void *prefix;          /* message must start with these bytes (NULL: any) */
 	size_t prefix_len;
 	const char *pattern;         /* POSIX extended regex over the message (NULL: any) */
+	const struct sockaddr *source; /* only from this address (port 0: any port); NULL: any */
 	size_t queue_max;            /* queued messages kept (0: 1024); the oldest is dropped */
 	warp_msg_cb cb;              /* deliver by callback instead of queueing */
 	void *user;
@@ -53,6 +56,10 @@ int warp_pipe_unsubscribe(struct warp_pipe *pipe, int sub);
 /* Shorthand: every message to cb (a WARP_SUB_ALL callback subscription). */
 int warp_pipe_on_message(struct warp_pipe *pipe, warp_msg_cb cb, void *user);
 void warp_pipe_on_closed(struct warp_pipe *pipe, warp_pipe_closed_cb cb, void *user);
+/* Keep our sending side open after the peer's end of pipe (like shutdown(SHUT_WR) on the
+ * other end of a socket); recv still reports -WARP_ECLOSED once the peer's messages are
+ * drained.  Default off: the pipe closes once the peer has. */
+void warp_pipe_set_half_close(struct warp_pipe *pipe, bool on);
 
 /* Reliable, ordered.  -EAGAIN when the send buffer is full (nothing queued). */
 int warp_pipe_send(struct warp_pipe *pipe, const void *msg, size_t len);

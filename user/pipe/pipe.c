@@ -32,7 +32,12 @@
 #include "pipe/pipe_internal.h"
 #include "pipe/session.h"
 #include "pipe/stream.h"
+#undef WARP_SUB_ALL
 #include "pipe/sub.h"
+
+/* sub.h names its match-all spec WARP_SUB_ALL too; the public one (pipe.h) is an id. */
+#undef WARP_SUB_ALL
+#define WARP_SUB_ALL 0
 
 #define UDP_PACKET_MAX    1200   /* fits every IPv6 path (1280) with room for tunnels */
 #define TCP_PAYLOAD_MAX   16384
@@ -100,6 +105,19 @@ struct warp_pipe {
 	uint64_t min_rtt_ns;
 	warp_pipe_closed_cb closed_cb;
 	void *closed_user;
+	void *user;
+	int all_sub;           /* internal id of the WARP_SUB_ALL subscription (0: none) */
+	bool half_close;
+	struct list_head sub_cbs;
+	uint64_t app_idle_ns;  /* close after this long without messages (0: never) */
+};
+
+/* Adapts a subscription callback to the public signature. */
+struct sub_cb {
+	struct list_head link;
+	struct warp_pipe *pipe;
+	int id;
+	warp_msg_cb cb;
 	void *user;
 };
 
@@ -615,6 +633,12 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 
 static void pipe_free(struct warp_pipe *p)
 {
+	struct list_head *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &p->sub_cbs) {
+		list_del(pos);
+		free(list_entry(pos, struct sub_cb, link));
+	}
 	warp_timer_free(p->timer);
 	warp_stream_free(p->stream);
 	warp_session_free(p->sess);
@@ -660,23 +684,27 @@ static void on_stream_message(void *user, const uint8_t *data, size_t len, unsig
 	struct warp_pipe *p = user;
 
 	p->last_msg_ns = warp_time_ns();
-	warp_subs_deliver(p->subs, p, data, len, (struct sockaddr *)&p->path->remote);
+	warp_subs_dispatch(p->subs, data, len, p->path ? (struct sockaddr *)&p->path->remote : NULL,
+			   flags);
 }
 
 static void on_stream_eos(void *user)
 {
 	struct warp_pipe *p = user;
 
-	/* The peer is done sending: finish our side too, so both ends observe the close. */
+	/* The peer is done sending: readers see the end of the pipe once drained.  Unless the
+	 * application wants a half-close, finish our side too, so both ends observe the close. */
 	p->peer_eos = true;
-	warp_stream_close(p->stream, true);
+	warp_subs_close(p->subs, 0);
+	if (!p->half_close)
+		warp_stream_close(p->stream, true);
 }
 
 static void on_stream_closed(void *user, int err)
 {
 	struct warp_pipe *p = user;
 
-	pipe_closed(p, err);
+	pipe_closed(p, err ? err : p->close_err);
 }
 
 static void pipe_send_packet(struct warp_pipe *p, const uint8_t *pkt, size_t len)
@@ -747,6 +775,8 @@ static void pipe_arm(struct warp_pipe *p)
 	}
 	t = min3(warp_stream_next_deadline(p->stream), warp_session_next_timeout(p->sess),
 		 p->open ? p->next_ping_ns : UINT64_MAX);
+	if (p->open && p->app_idle_ns && p->last_msg_ns + p->app_idle_ns < t)
+		t = p->last_msg_ns + p->app_idle_ns;
 	if (t != UINT64_MAX)
 		warp_timer_arm_at(p->timer, t);
 	else
@@ -779,6 +809,14 @@ static void pipe_timer(struct warp_timer *t, void *user)
 
 	pipe_get(p);
 	warp_stream_on_timer(p->stream, now);
+	if (p->open && p->app_idle_ns && now - p->last_msg_ns >= p->app_idle_ns) {
+		pr_debug("pipe idle for %llu ms: closing",
+			 (unsigned long long)(p->app_idle_ns / 1000000ull));
+		p->close_err = -WARP_EIDLE;
+		warp_stream_close(p->stream, true);
+		warp_subs_close(p->subs, -WARP_EIDLE);
+		p->app_idle_ns = 0;
+	}
 	pipe_keepalive(p, now);
 	pipe_flush(p, now);
 	pipe_arm(p);
@@ -811,7 +849,9 @@ static struct warp_pipe *pipe_create(struct pipe_hs *h)
 	p->open = true;
 	p->initiator = !h->responder;
 	p->created_ns = p->last_rx_ns = p->last_tx_ns = p->last_msg_ns = now;
+	list_init(&p->sub_cbs);
 	p->keepalive_ms = node->conf.keepalive_ms ? node->conf.keepalive_ms : KEEPALIVE_DEF_MS;
+	p->app_idle_ns = (uint64_t)node->conf.idle_timeout_ms * 1000000ull;
 	p->next_ping_ns = now + (uint64_t)p->keepalive_ms * 1000000ull;
 	p->cls = h->responder ? h->path->cls : h->cls;
 	snprintf(p->strategy, sizeof(p->strategy), "%s",
@@ -826,8 +866,8 @@ static struct warp_pipe *pipe_create(struct pipe_hs *h)
 	memcpy(p->peer_key, warp_hs_peer_identity(h->hs), WARP_PUBKEY_LEN);
 	sc.mode = h->path->kind == PATH_TCP ? WARP_STREAM_TCP : WARP_STREAM_UDP;
 	sc.payload_max = path_payload_max(h->path);
-	sc.idle_timeout_ms = node->conf.idle_timeout_ms ? node->conf.idle_timeout_ms
-							: 4 * p->keepalive_ms + 5000;
+	/* No packet at all (keepalive pongs included) for this long: the peer is gone. */
+	sc.idle_timeout_ms = DEAD_AFTER_PINGS * p->keepalive_ms + 5000;
 	sc.user = p;
 	sc.on_message = on_stream_message;
 	sc.on_eos = on_stream_eos;
@@ -1215,3 +1255,372 @@ void pipe_set_probe_handler(struct warp_node *node, pipe_probe_fn fn, void *user
 
 /* ------------------------------------------------------------------ public API */
 
+
+static bool pipe_usable(const struct warp_pipe *p)
+{
+	return p->registered && p->open && p->node;
+}
+
+int warp_pipe_send(struct warp_pipe *p, const void *msg, size_t len)
+{
+	int err;
+
+	if (!pipe_usable(p))
+		return -WARP_ECLOSED;
+	err = warp_stream_send(p->stream, msg, len, WARP_MSG_RELIABLE, warp_time_ns());
+	if (!err) {
+		p->last_msg_ns = warp_time_ns();
+		pipe_kick(p);
+	}
+	return err;
+}
+
+int warp_pipe_send_datagram(struct warp_pipe *p, const void *msg, size_t len)
+{
+	int err;
+
+	if (!pipe_usable(p))
+		return -WARP_ECLOSED;
+	err = warp_stream_send(p->stream, msg, len, WARP_MSG_DATAGRAM, warp_time_ns());
+	if (!err) {
+		p->last_msg_ns = warp_time_ns();
+		pipe_kick(p);
+	}
+	return err;
+}
+
+struct send_wait {
+	struct warp_pipe *p;
+	size_t len;
+};
+
+static bool room_for(void *user)
+{
+	struct send_wait *w = user;
+
+	return !pipe_usable(w->p) || warp_stream_writable(w->p->stream) >= w->len;
+}
+
+int warp_pipe_send_wait(struct warp_pipe *p, const void *msg, size_t len, int timeout_ms)
+{
+	struct send_wait w = { p, len };
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+					   : warp_time_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	for (;;) {
+		int err = warp_pipe_send(p, msg, len);
+		uint64_t now;
+
+		if (err != -EAGAIN)
+			return err;
+		now = warp_time_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		pipe_get(p);
+		err = warp_loop_run_until(p->node->loop, room_for, &w,
+					  deadline == UINT64_MAX ? -1
+								 : (int)((deadline - now) / 1000000ull + 1));
+		pipe_put(p);
+		if (err && err != -ETIMEDOUT)
+			return err;
+	}
+}
+
+static int sub_id(const struct warp_pipe *p, int sub)
+{
+	return sub == WARP_SUB_ALL ? p->all_sub : sub;
+}
+
+static void sub_cb_adapter(void *user, int id, const struct warp_sub_msg *msg)
+{
+	struct sub_cb *c = user;
+
+	if (msg)
+		c->cb(c->pipe, msg->data, msg->len, c->user);
+}
+
+int warp_pipe_subscribe(struct warp_pipe *p, const struct warp_sub *sub)
+{
+	struct warp_sub_spec spec = { 0 };
+	struct sub_cb *c = NULL;
+	int id;
+
+	if (!sub) {
+		if (p->all_sub)
+			return WARP_SUB_ALL;
+		spec.queue_max = 1024;
+		id = warp_sub_add(p->subs, &spec);
+		if (id < 0)
+			return id;
+		p->all_sub = id;
+		return WARP_SUB_ALL;
+	}
+	if (sub->pattern) {
+		spec.match = WARP_SUB_MATCH_REGEX;
+		spec.regex = sub->pattern;
+	} else if (sub->prefix && sub->prefix_len) {
+		spec.match = WARP_SUB_MATCH_PREFIX;
+		spec.prefix = sub->prefix;
+		spec.prefix_len = sub->prefix_len;
+	}
+	spec.source = sub->source;
+	spec.queue_max = sub->queue_max ? sub->queue_max : 1024;
+	if (sub->cb) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		c->pipe = p;
+		c->cb = sub->cb;
+		c->user = sub->user;
+		spec.cb = sub_cb_adapter;
+		spec.user = c;
+	}
+	id = warp_sub_add(p->subs, &spec);
+	if (id < 0) {
+		free(c);
+		return id;
+	}
+	if (c) {
+		c->id = id;
+		list_add_tail(&c->link, &p->sub_cbs);
+	}
+	return id;
+}
+
+int warp_pipe_unsubscribe(struct warp_pipe *p, int sub)
+{
+	int id = sub_id(p, sub);
+	struct list_head *pos, *tmp;
+	int err;
+
+	if (!id)
+		return -ENOENT;
+	err = warp_sub_remove(p->subs, id);
+	if (err)
+		return err;
+	if (sub == WARP_SUB_ALL)
+		p->all_sub = 0;
+	list_for_each_safe(pos, tmp, &p->sub_cbs) {
+		struct sub_cb *c = list_entry(pos, struct sub_cb, link);
+
+		if (c->id == id) {
+			list_del(pos);
+			free(c);
+		}
+	}
+	return 0;
+}
+
+int warp_pipe_on_message(struct warp_pipe *p, warp_msg_cb cb, void *user)
+{
+	struct warp_sub s = { .cb = cb, .user = user };
+
+	return warp_pipe_subscribe(p, &s);
+}
+
+void warp_pipe_on_closed(struct warp_pipe *p, warp_pipe_closed_cb cb, void *user)
+{
+	p->closed_cb = cb;
+	p->closed_user = user;
+}
+
+void warp_pipe_set_half_close(struct warp_pipe *p, bool on)
+{
+	p->half_close = on;
+}
+
+struct recv_wait {
+	struct warp_pipe *p;
+	int id;
+};
+
+static bool recv_ready(void *user)
+{
+	struct recv_wait *w = user;
+	const struct warp_sub_msg *m;
+
+	return warp_sub_peek(w->p->subs, w->id, &m) != -EAGAIN;
+}
+
+ssize_t warp_pipe_recv(struct warp_pipe *p, int sub, void *buf, size_t len, int timeout_ms)
+{
+	struct recv_wait w = { p, sub_id(p, sub) };
+	const struct warp_sub_msg *m;
+	struct warp_sub_msg *msg;
+	size_t n;
+	int err;
+
+	if (!w.id)
+		return -ENOENT;
+	err = warp_sub_peek(p->subs, w.id, &m);
+	if (err == -EAGAIN && timeout_ms != 0 && p->node) {
+		pipe_get(p);
+		err = warp_loop_run_until(p->node->loop, recv_ready, &w, timeout_ms);
+		pipe_put(p);
+		if (err)
+			return err;
+		err = warp_sub_peek(p->subs, w.id, &m);
+	}
+	if (err == -EAGAIN)
+		return -ETIMEDOUT;
+	if (err)
+		return err == -WARP_ECLOSED && warp_subs_close_err(p->subs) == -WARP_EIDLE
+			       ? -WARP_EIDLE
+			       : err;
+	if (m->len > len)
+		return -EMSGSIZE; /* stays queued: a bigger buffer gets it */
+	err = warp_sub_pop(p->subs, w.id, &msg);
+	if (err)
+		return err;
+	n = msg->len;
+	memcpy(buf, msg->data, n);
+	warp_sub_msg_free(msg);
+	return (ssize_t)n;
+}
+
+uint64_t warp_pipe_dropped(struct warp_pipe *p, int sub)
+{
+	struct warp_sub_stats st;
+
+	return warp_sub_stats(p->subs, sub_id(p, sub), &st) ? 0 : st.dropped;
+}
+
+int warp_pipe_close(struct warp_pipe *p)
+{
+	int err;
+
+	if (!p->registered)
+		return 0;
+	err = warp_stream_close(p->stream, true);
+	pipe_kick(p);
+	return err == -WARP_ECLOSED ? 0 : err;
+}
+
+static bool close_done(void *user)
+{
+	return !((struct warp_pipe *)user)->registered;
+}
+
+int warp_pipe_close_wait(struct warp_pipe *p, int timeout_ms)
+{
+	int err = warp_pipe_close(p);
+
+	if (err || !p->registered)
+		return err;
+	pipe_get(p);
+	err = warp_loop_run_until(p->node->loop, close_done, p, timeout_ms);
+	pipe_put(p);
+	return err;
+}
+
+bool warp_pipe_is_open(const struct warp_pipe *p)
+{
+	return pipe_usable(p);
+}
+
+void warp_pipe_ref(struct warp_pipe *p)
+{
+	pipe_get(p);
+}
+
+void warp_pipe_release(struct warp_pipe *p)
+{
+	if (p)
+		pipe_put(p);
+}
+
+static const char *const class_names[] = { "local", "direct", "relay" };
+
+const char *warp_path_class_name(enum warp_path_class c)
+{
+	return (unsigned int)c < 3 ? class_names[c] : "?";
+}
+
+int warp_pipe_info(const struct warp_pipe *p, struct warp_pipe_info *out)
+{
+	struct warp_stream_stats st;
+	uint64_t now = warp_time_ns();
+
+	memset(out, 0, sizeof(*out));
+	memcpy(out->peer_key, p->peer_key, WARP_PUBKEY_LEN);
+	snprintf(out->strategy, sizeof(out->strategy), "%s", p->strategy);
+	out->path = p->cls;
+	if (p->path) {
+		snprintf(out->transport, sizeof(out->transport), "%s",
+			 p->path->kind == PATH_TCP ? "tcp" : p->path->kind == PATH_RELAY ? "relay"
+											  : "udp");
+		out->local = p->path->local;
+		out->remote = p->path->remote;
+	}
+	warp_stream_stats(p->stream, &st);
+	out->srtt_us = st.srtt_us;
+	out->min_rtt_us = st.min_rtt_us ? st.min_rtt_us : p->min_rtt_ns / 1000;
+	out->bytes_sent = st.bytes_sent;
+	out->bytes_received = st.bytes_received;
+	out->msgs_sent = st.msgs_sent + st.dgrams_sent;
+	out->msgs_received = st.msgs_received + st.dgrams_received;
+	out->retransmits = st.frags_retransmitted;
+	out->dgrams_dropped = st.dgrams_dropped_rx + st.dgrams_dropped_tx;
+	out->path_changes = p->path_changes;
+	out->age_ms = (now - p->created_ns) / 1000000ull;
+	out->idle_ms = (now - p->last_msg_ns) / 1000000ull;
+	out->close_err = p->close_err;
+	out->open = pipe_usable(p);
+	return 0;
+}
+
+void warp_pipe_set_user(struct warp_pipe *p, void *user)
+{
+	p->user = user;
+}
+
+void *warp_pipe_get_user(const struct warp_pipe *p)
+{
+	return p->user;
+}
+
+/* ------------------------------------------------------------------ traversal hooks */
+
+void pipe_set_strategy(struct warp_pipe *p, const char *strategy, enum warp_path_class cls)
+{
+	snprintf(p->strategy, sizeof(p->strategy), "%s", strategy);
+	p->cls = cls;
+}
+
+const uint8_t *pipe_peer_key(const struct warp_pipe *p)
+{
+	return p->peer_key;
+}
+
+const uint8_t *pipe_local_cid(const struct warp_pipe *p)
+{
+	return p->local_cid;
+}
+
+struct pipe_path *pipe_current_path(const struct warp_pipe *p)
+{
+	return p->path;
+}
+
+int pipe_migrate(struct warp_pipe *p, struct pipe_path *path)
+{
+	char a[WARP_EP_STRLEN], b[WARP_EP_STRLEN];
+
+	if (!p->registered)
+		return -WARP_ECLOSED;
+	/* A TCP stream engine cannot move onto datagrams (and back): framing differs. */
+	if ((path->kind == PATH_TCP) != (p->path->kind == PATH_TCP))
+		return -EINVAL;
+	pr_info("pipe moves %s -> %s (%s)",
+		warp_ep_str((struct sockaddr *)&p->path->remote, a, sizeof(a)),
+		warp_ep_str((struct sockaddr *)&path->remote, b, sizeof(b)),
+		warp_path_class_name(path->cls));
+	path->hs = NULL;
+	path->pipe = p;
+	pipe_path_free(p->path);
+	p->path = path;
+	p->cls = path->cls;
+	p->path_changes++;
+	pipe_kick(p);
+	return 0;
+}
