@@ -32,7 +32,8 @@ struct warp_peer;
 /* Called once per inbound peer with a link the handler owns (warp_pipe_release() it). */
 typedef void (*warp_link_handler)(struct warp_pipe *link, void *user);
 
-/* name NULL: the machine-derived default name.  conf NULL: defaults.  NULL + errno. */
+/* name NULL: the machine-derived default name (in test mode: an ephemeral identity that
+ * is never written to disk).  conf NULL: defaults.  NULL + errno. */
 struct warp_gate *warp_gate_open(const char *name, const struct warp_conf *conf);
 /* Same, on a loop the caller runs (several gates may share one). */
 struct warp_gate *warp_gate_open_on(const char *name, const struct warp_conf *conf,

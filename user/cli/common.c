@@ -135,7 +135,7 @@ int cli_common_parse(struct cli_common *c, const struct cli_command *cmd, int ar
 	for (size_t i = 0; i < NCOMMON; i++)
 		opts[n++] = common_opts[i];
 	memset(&opts[n], 0, sizeof(opts[n]));
-	snprintf(shortopts, sizeof(shortopts), "+v%s", cmd_short ? cmd_short : "");
+	snprintf(shortopts, sizeof(shortopts), "v%s", cmd_short ? cmd_short : "");
 	rc = load_config(c, cmd->name, argc, argv);
 	if (rc)
 		return rc;

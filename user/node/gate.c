@@ -16,6 +16,7 @@
 struct warp_gate {
 	struct warp_node *node;
 	char name[WARP_NAME_MAX + 1];
+	bool named;                     /* false: ephemeral identity, nothing to publish */
 	warp_link_handler handler;
 	void *user;
 	int stop;
@@ -46,12 +47,15 @@ struct warp_gate *warp_gate_open_on(const char *name, const struct warp_conf *co
 			return NULL;
 		}
 		snprintf(c.name, sizeof(c.name), "%s", name);
-	} else if (!c.name[0] && (err = warp_default_name(c.name, sizeof(c.name)))) {
+	} else if (!c.name[0] && !(c.flags & WARP_CONF_TEST_MODE) &&
+		   (err = warp_default_name(c.name, sizeof(c.name)))) {
+		/* (test mode without a name: the node makes an ephemeral identity) */
 		free(g);
 		errno = -err;
 		return NULL;
 	}
-	snprintf(g->name, sizeof(g->name), "%s", c.name);
+	snprintf(g->name, sizeof(g->name), "%s", c.name[0] ? c.name : "ephemeral");
+	g->named = c.name[0] != '\0';
 	g->node = warp_node_start(&c, loop);
 	if (!g->node) {
 		err = errno;
@@ -101,7 +105,7 @@ int warp_gate_listen(struct warp_gate *g, warp_link_handler handler, void *user)
 	g->handler = handler;
 	g->user = user;
 	warp_node_on_accept(g->node, on_accept, g);
-	err = node_publish_name(g->node, g->name);
+	err = g->named ? node_publish_name(g->node, g->name) : 0;
 	if (err && err != -WARP_ENONAMESERVER)
 		pr_warn("cannot publish name %s: %s", g->name, warp_strerror(err));
 	return 0;

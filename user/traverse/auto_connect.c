@@ -179,9 +179,9 @@ static void check_done(struct warp_connect *c)
 		if (a->rec->err)
 			last_err = a->rec->err;
 	}
-	/* Every attempt ended without a pipe. */
-	finish(c, NULL, list_empty(&c->attempts) ? -WARP_ENOPATH : -WARP_ENOPATH);
-	(void)last_err;
+	/* Every attempt ended without a pipe.  A wrong identity is worth reporting as such:
+	 * the peer answered, but it is not who the address says. */
+	finish(c, NULL, last_err == -WARP_EIDENTITY ? last_err : -WARP_ENOPATH);
 }
 
 void tv_won(struct tv_attempt *a, struct warp_pipe *pipe)
@@ -355,7 +355,7 @@ char *warp_connect_result_json(const struct warp_connect_result *res, bool prett
 	json_object_set_new(root, "strategy", res->err ? json_null() : json_string(res->strategy));
 	json_object_set_new(root, "path",
 			    res->err ? json_null() : json_string(warp_path_class_name(res->path)));
-	json_object_set_new(root, "ms", json_real((double)(int64_t)(res->ms * 10 + 0.5) / 10));
+	json_object_set_new(root, "ms", json_real(res->ms));
 	if (res->err)
 		json_object_set_new(root, "error", json_string(warp_strerror(res->err)));
 	for (size_t i = 0; i < res->nattempts; i++) {
@@ -369,13 +369,13 @@ char *warp_connect_result_json(const struct warp_connect_result *res, bool prett
 		json_object_set_new(o, "endpoint", json_string(a->endpoint));
 		json_object_set_new(o, "outcome", json_string(warp_attempt_outcome_name(a->outcome)));
 		json_object_set_new(o, "reason", json_string(a->reason));
-		json_object_set_new(o, "start_ms", json_real((double)(int64_t)(a->start_ms * 10) / 10));
-		json_object_set_new(o, "end_ms", json_real((double)(int64_t)(a->end_ms * 10) / 10));
+		json_object_set_new(o, "start_ms", json_real(a->start_ms));
+		json_object_set_new(o, "end_ms", json_real(a->end_ms));
 		json_array_append_new(arr, o);
 	}
 	json_object_set_new(root, "attempts", arr);
-	out = json_dumps(root, pretty ? JSON_INDENT(2) | JSON_PRESERVE_ORDER
-				      : JSON_COMPACT | JSON_PRESERVE_ORDER);
+	out = json_dumps(root, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER |
+				       JSON_REAL_PRECISION(6));
 	json_decref(root);
 	return out;
 }
