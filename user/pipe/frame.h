@@ -6,8 +6,8 @@
  * Demux for the integrator: every warpgate packet carries, at a fixed offset, the connection
  * ID chosen by its receiver.  warp_pkt_cid() pulls it out after the cheapest sanity checks;
  * look it up in the table of local CIDs (handshakes in progress and sessions) and hand the
- * packet to the owner.  A packet whose CID is unknown is dropped, except HS_INIT, which
- * opens a handshake (see handshake.h).
+ * packet to the owner.  HS_INIT is the exception, routed by type before the lookup: it opens
+ * a handshake (see handshake.h).  Any other packet whose CID is unknown is dropped.
  *
  * On TCP every packet is preceded by its length as a 2-byte big-endian integer.  Writers use
  * warp_tcp_frame() (or warp_tcp_prefix() with writev); readers push whatever recv() returned

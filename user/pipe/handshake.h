@@ -32,7 +32,8 @@
  *	        maps to s.  The session retransmits FINISH until the responder answers (session.h).
  *
  * Responder (listener), one shared warp_cookie_jar per socket or node:
- *	on an HS_INIT (its header CID is not one of ours, or is zero):
+ *	on an HS_INIT (route by type before the CID lookup: its header CID is zero or one the
+ *	listener advertised, never a session's):
  *	    warp_hs_init_peek(pkt, len, &info)          (< 0: drop)
  *	    hs = pending handshake keyed by info.ephemeral?  yes: warp_hs_recv(hs, ...) re-sends
  *	        the cached RESP for a retransmitted INIT; done.

@@ -237,7 +237,7 @@ int warp_session_seal(struct warp_session *s, uint8_t type, const void *payload,
 	h.phase = (uint8_t)(s->send_phase & WARP_PHASE_KEY);
 	memcpy(h.cid, s->peer_cid, WARP_CID_LEN);
 	h.pn = s->next_pn++;
-	/* payload may sit at out + WARP_HDR_LEN: the header goes in after it is read. */
+	/* In place when payload == out + WARP_HDR_LEN: libsodium allows m == c exactly. */
 	nonce_of(n, h.pn);
 	{
 		uint8_t hdr[WARP_HDR_LEN];
