@@ -563,6 +563,13 @@ void pipe_dial_cancel(struct pipe_dial *d)
 	hs_free((struct pipe_hs *)d);
 }
 
+/* `expose --allow KEY`: only listed identities get a pipe (the refusal is sent sealed, so
+ * the connector learns why instead of timing out). */
+static int responder_policy(const uint8_t peer[WARP_PUBKEY_LEN], void *user)
+{
+	return node_peer_allowed(user, peer) ? 0 : -EACCES;
+}
+
 /* An HS_INIT from a peer: a retransmission, a cookie exchange, or a new responder. */
 static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *pkt, size_t len,
 		    const struct sockaddr *src, const struct sockaddr *dst, int ifindex, int fd)
@@ -612,7 +619,8 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 	}
 	cfg.role = WARP_HS_RESPONDER;
 	cfg.identity = node->id;
-	cfg.policy = NULL;
+	cfg.policy = responder_policy;
+	cfg.policy_user = node;
 	cfg.wall_ms = warp_wall_ms();
 	node_new_cid(node, cfg.local_cid);
 	h = hs_new(ctx, path, &cfg);
