@@ -243,12 +243,21 @@ struct pipe_path *pipe_path_relay(struct warp_node *node, const struct sockaddr 
 
 void pipe_path_free(struct pipe_path *p)
 {
-	if (!p)
+	if (!p || p->zombie)
 		return;
 	list_del(&p->orphan);
 	if (p->fd >= 0) {
 		warp_loop_del_fd(p->node->loop, p->fd);
 		close(p->fd);
+		p->fd = -1;
+	}
+	p->hs = NULL;
+	p->pipe = NULL;
+	if (p->busy) {
+		/* Freed from inside its own I/O callback (a handshake failed, a pipe closed):
+		 * the callback finishes with the memory, then frees it. */
+		p->zombie = true;
+		return;
 	}
 	if (p->relay && p->relay->release)
 		p->relay->release(p->relay_user);
@@ -1049,7 +1058,8 @@ static void own_udp_io(struct warp_loop *loop, int fd, unsigned int events, void
 	struct pipe_path *p = user;
 	struct pipe_ctx *ctx = ctx_of(p->node);
 
-	for (int i = 0; i < 64; i++) {
+	p->busy++;
+	for (int i = 0; i < 64 && !p->zombie; i++) {
 		struct sockaddr_storage src;
 		socklen_t sl = sizeof(src);
 		ssize_t n = recvfrom(fd, ctx->buf, sizeof(ctx->buf), MSG_DONTWAIT,
@@ -1058,10 +1068,11 @@ static void own_udp_io(struct warp_loop *loop, int fd, unsigned int events, void
 		if (n <= 0)
 			break;
 		warp_ep_unmap(&src);
-		/* The handler may free p (and close fd): copy what we need first. */
 		pipe_rx(ctx, NULL, ctx->buf, (size_t)n, (struct sockaddr *)&src, NULL, 0, fd);
-		if (!warp_loop_fd(loop))
-			break;
+	}
+	if (--p->busy == 0 && p->zombie) {
+		p->zombie = false;
+		pipe_path_free(p);
 	}
 }
 
@@ -1087,9 +1098,24 @@ static void tcp_dead(struct pipe_path *p, int err)
 	}
 }
 
+static void tcp_io_locked(struct warp_loop *loop, int fd, unsigned int events,
+			  struct pipe_path *p);
+
 static void tcp_io(struct warp_loop *loop, int fd, unsigned int events, void *user)
 {
 	struct pipe_path *p = user;
+
+	p->busy++;
+	tcp_io_locked(loop, fd, events, p);
+	if (--p->busy == 0 && p->zombie) {
+		p->zombie = false;
+		pipe_path_free(p);
+	}
+}
+
+static void tcp_io_locked(struct warp_loop *loop, int fd, unsigned int events,
+			  struct pipe_path *p)
+{
 	struct pipe_ctx *ctx = ctx_of(p->node);
 	uint8_t in[16384];
 
@@ -1149,7 +1175,6 @@ static void tcp_io(struct warp_loop *loop, int fd, unsigned int events, void *us
 			const uint8_t *pkt;
 			size_t used = 0, plen;
 			int rc = warp_deframer_feed(p->deframer, cur, left, &used, &pkt, &plen);
-			struct warp_pipe *owner_pipe = p->pipe;
 
 			if (rc < 0) {
 				tcp_dead(p, rc);
@@ -1161,20 +1186,11 @@ static void tcp_io(struct warp_loop *loop, int fd, unsigned int events, void *us
 				/* Copy: the packet may point into the deframer, and handlers
 				 * decrypt in place. */
 				memcpy(ctx->out, pkt, plen);
-				if (owner_pipe)
-					pipe_get(owner_pipe);
 				pipe_rx(ctx, p, ctx->out, plen, (struct sockaddr *)&p->remote,
 					(struct sockaddr *)&p->local, 0, -1);
 				/* The path may be gone (pipe closed, handshake failed). */
-				if (owner_pipe) {
-					bool gone = owner_pipe->path != p;
-
-					pipe_put(owner_pipe);
-					if (gone)
-						return;
-				} else if (!p->hs && !p->pipe) {
+				if (p->zombie)
 					return;
-				}
 			}
 		}
 	}
@@ -1471,10 +1487,10 @@ ssize_t warp_pipe_recv(struct warp_pipe *p, int sub, void *buf, size_t len, int 
 	}
 	if (err == -EAGAIN)
 		return -ETIMEDOUT;
+	if (err == -WARP_ECLOSED && warp_subs_close_err(p->subs))
+		return warp_subs_close_err(p->subs); /* why it ended: idle, refused, reset */
 	if (err)
-		return err == -WARP_ECLOSED && warp_subs_close_err(p->subs) == -WARP_EIDLE
-			       ? -WARP_EIDLE
-			       : err;
+		return err;
 	if (m->len > len)
 		return -EMSGSIZE; /* stays queued: a bigger buffer gets it */
 	err = warp_sub_pop(p->subs, w.id, &msg);

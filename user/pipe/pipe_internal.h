@@ -47,6 +47,8 @@ struct pipe_path {
 	const struct pipe_relay_ops *relay;
 	void *relay_user;
 	struct list_head orphan;        /* inbound TCP before its INIT */
+	int busy;                       /* inside its own I/O callback: free later */
+	bool zombie;                    /* freed while busy */
 	/* owner: exactly one is set */
 	struct pipe_hs *hs;
 	struct warp_pipe *pipe;
