@@ -879,6 +879,10 @@ uint64_t warp_turn_next_deadline(const struct warp_turn *t)
 	for (const struct turn_peer *p = t->peers; p; p = p->next) {
 		if (t->state == WARP_TURN_READY && p->refs && p->channel && !p->tx)
 			AT(p->chan_next);
+		/* a peer added on a permission that is already decided: report it now */
+		if (t->state == WARP_TURN_READY && p->refs && p->perm && !p->notified &&
+		    (p->perm->state == OBJ_OK || p->perm->state == OBJ_FAILED))
+			AT(0);
 		if (!p->refs && !p->tx)
 			AT(p->retire_until);
 	}
@@ -1423,4 +1427,5 @@ void warp_turn_handle_timeout(struct warp_turn *t, uint64_t now_ns)
 		tx_free(x);
 	}
 	kick(t, now_ns);
+	notify_perms(t);
 }
