@@ -169,7 +169,8 @@ static int respond(struct fake *f, const struct warp_stun_msg *req, const struct
 	int n;
 
 	warp_stun_build_init(&b, buf, sizeof(buf), r->method ? r->method : req->method,
-			     r->code ? WARP_STUN_ERROR : WARP_STUN_SUCCESS, r->tid ? r->tid : req->tid);
+			     r->code ? WARP_STUN_ERROR : WARP_STUN_SUCCESS,
+			     r->tid ? r->tid : req->tid);
 	if (r->code)
 		warp_stun_add_error(&b, r->code, "scripted");
 	if (r->nonce) {
@@ -310,7 +311,8 @@ static void test_allocate_dance(void **state)
 	assert_int_equal(f.evs[0].ev.err, 0);
 	info = warp_turn_info(f.t);
 	assert_non_null(info);
-	assert_true(warp_ep_equal((struct sockaddr *)&info->relayed, (struct sockaddr *)&f.relayed));
+	assert_true(warp_ep_equal((struct sockaddr *)&info->relayed,
+				  (struct sockaddr *)&f.relayed));
 	assert_true(warp_ep_equal((struct sockaddr *)&info->mapped, (struct sockaddr *)&f.mapped));
 	assert_int_equal(info->lifetime_s, 600);
 	assert_string_equal(info->realm, "lab");
@@ -1193,8 +1195,8 @@ static void test_peer_churn(void **state)
 		for (int i = 0; i < 20; i++) {
 			snprintf(s, sizeof(s), "198.51.100.%d:%d", i + 1, 7000 + round);
 			warp_ep_parse(s, 0, &p);
-			assert_int_equal(warp_turn_add_peer(f.t, (struct sockaddr *)&p, true, f.now),
-					 0);
+			assert_int_equal(
+				warp_turn_add_peer(f.t, (struct sockaddr *)&p, true, f.now), 0);
 		}
 		n = drain(&f);
 		for (int k = 0; k < n; k++) {

@@ -349,8 +349,8 @@ static void cfg_for(struct warp_turn_io_cfg *cfg, const struct server *s, bool t
 }
 
 /* Allocates and waits; returns the callback's error and the time it took. */
-static int client_start(struct warp_loop *loop, struct client *c, const struct warp_turn_io_cfg *cfg,
-			double *ms)
+static int client_start(struct warp_loop *loop, struct client *c,
+			const struct warp_turn_io_cfg *cfg, double *ms)
 {
 	uint64_t t0 = warp_time_ns();
 

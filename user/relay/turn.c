@@ -211,7 +211,7 @@ static const char *error_hint(int code, uint16_t method)
 	case WARP_STUN_ERR_FORBIDDEN:
 		return "forbidden by server policy";
 	case WARP_STUN_ERR_ALLOCATION_MISMATCH:
-		return method == WARP_STUN_ALLOCATE ? "an allocation already exists for this 5-tuple"
+		return method == WARP_STUN_ALLOCATE ? "allocation exists for this 5-tuple"
 						    : "the allocation no longer exists";
 	case WARP_STUN_ERR_STALE_NONCE:
 		return "nonce kept going stale";
@@ -403,7 +403,8 @@ static void closed(struct warp_turn *t, int err)
 	t->state = WARP_TURN_CLOSED;
 	if (err)
 		pr_warn("relay via %s: deallocation not confirmed: %s",
-			sa_str((struct sockaddr *)&t->info.server, a, sizeof(a)), warp_strerror(err));
+			sa_str((struct sockaddr *)&t->info.server, a, sizeof(a)),
+			warp_strerror(err));
 	else
 		pr_debug("relay via %s released",
 			 sa_str((struct sockaddr *)&t->info.server, a, sizeof(a)));
@@ -1164,10 +1165,12 @@ static void tx_failed(struct warp_turn *t, struct turn_tx *x, int err, uint64_t 
 			break;
 		}
 		pr_warn("TURN permission for %s: %s",
-			warp_ep_addr_str((struct sockaddr *)&p->ip, a, sizeof(a)), warp_strerror(err));
+			warp_ep_addr_str((struct sockaddr *)&p->ip, a, sizeof(a)),
+			warp_strerror(err));
 		perm_set_state(t, p, OBJ_FAILED, err);
 		/* a refusal is final; a timeout is tried again later */
-		p->next_at = err == -ETIMEDOUT ? now + ms_ns(t->cfg.perm_refresh_ms) : WARP_TURN_NEVER;
+		p->next_at = err == -ETIMEDOUT ? now + ms_ns(t->cfg.perm_refresh_ms)
+					       : WARP_TURN_NEVER;
 		notify_perms(t);
 		break;
 	}
@@ -1275,10 +1278,10 @@ static int response(struct warp_turn *t, const struct warp_stun_msg *m, uint64_t
 		code = 0;
 	if (x->signed_req) {
 		int ierr = warp_stun_check_integrity(m, x->key, x->keylen);
+		bool unsigned_ok = ierr == -WARP_EMISSING && m->cls == WARP_STUN_ERROR &&
+				   unsigned_error_ok(code);
 
-		if (ierr == -WARP_EMISSING && m->cls == WARP_STUN_ERROR && unsigned_error_ok(code)) {
-			/* believed, see above */
-		} else if (ierr) {
+		if (ierr && !unsigned_ok) {
 			pr_debug("TURN %s %s failed its integrity check (%s): ignored",
 				 warp_stun_method_name(m->method), warp_stun_class_name(m->cls),
 				 warp_strerror(ierr));
@@ -1391,7 +1394,8 @@ int warp_turn_handle_stream(struct warp_turn *t, const uint8_t *buf, size_t len,
 		t->rx_len += n;
 		buf += n;
 		len -= n;
-		while ((fl = warp_stun_frame_len(t->rx, t->rx_len)) > 0 && (size_t)fl <= t->rx_len) {
+		while ((fl = warp_stun_frame_len(t->rx, t->rx_len)) > 0 &&
+		       (size_t)fl <= t->rx_len) {
 			int err = warp_turn_handle_input(t, t->rx, (size_t)fl, NULL, now_ns);
 
 			if (err < 0)
@@ -1421,8 +1425,8 @@ void warp_turn_handle_timeout(struct warp_turn *t, uint64_t now_ns)
 		if (!x)
 			break;
 		tx_unlink(t, x);
-		pr_debug("TURN %s timed out after %u transmissions", warp_stun_method_name(x->method),
-			 x->sent);
+		pr_debug("TURN %s timed out after %u transmissions",
+			 warp_stun_method_name(x->method), x->sent);
 		tx_failed(t, x, -ETIMEDOUT, now_ns);
 		tx_free(x);
 	}

@@ -414,8 +414,8 @@ void warp_turn_io_free(struct warp_turn_io *io)
 	    warp_turn_release(io->t, warp_time_ns()) == 0) {
 		struct warp_turn_tx tx;
 
-		if (warp_turn_poll_transmit(io->t, warp_time_ns(), &tx) && put(io, tx.data, tx.len) == 0 &&
-		    io->tcp)
+		if (warp_turn_poll_transmit(io->t, warp_time_ns(), &tx) &&
+		    put(io, tx.data, tx.len) == 0 && io->tcp)
 			tcp_write(io);
 	}
 	destroy(io);
