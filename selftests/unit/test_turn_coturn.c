@@ -65,6 +65,7 @@ static void stop(struct server *s)
 	if (s->pid <= 0)
 		return;
 	kill(s->pid, SIGTERM);
+	kill(s->pid, SIGCONT); /* in case a test froze it */
 	for (int i = 0; i < 40; i++) {
 		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
 			s->pid = 0;
@@ -392,6 +393,19 @@ static void run_for(struct warp_loop *loop, int ms)
 	warp_loop_run_until(loop, never, NULL, ms);
 }
 
+static bool released_all(void *user)
+{
+	return warp_turn_io_releasing(user) == 0;
+}
+
+/* Every deallocation must finish (the server answered), then the loop goes. */
+static void loop_done(struct warp_loop *loop)
+{
+	assert_int_equal(warp_loop_run_until(loop, released_all, loop, 5000), 0);
+	warp_turn_io_shutdown(loop);
+	warp_loop_free(loop);
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_allocate(void **state)
@@ -452,8 +466,7 @@ static void test_allocate(void **state)
 	cfg_for(&cfg, &s_tcponly, true, NULL);
 	assert_int_equal(client_start(loop, &c, &cfg, NULL), 0);
 	warp_turn_io_release(c.io);
-	run_for(loop, 200);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 /* Sends n patterned messages of growing sizes from a to peer; waits for b to get them. */
@@ -543,8 +556,7 @@ static void test_two_clients(void **state)
 	}
 	warp_turn_io_release(a.io);
 	warp_turn_io_release(b.io);
-	run_for(loop, 300);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 struct plain {
@@ -605,8 +617,7 @@ static void test_plain_peer(void **state)
 	warp_loop_del_fd(loop, p.fd);
 	close(p.fd);
 	warp_turn_io_release(a.io);
-	run_for(loop, 200);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 /* Exchanges one message each way every 250 ms for ms; returns how many arrived. */
@@ -674,8 +685,7 @@ static void test_short_lifetimes(void **state)
 	assert_int_equal(n, 0);
 	warp_turn_io_release(a.io);
 	warp_turn_io_release(b.io);
-	run_for(loop, 300);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 /* Allocation under quota 1, retried until the previous one is gone; returns ms waited. */
@@ -729,8 +739,37 @@ static void test_dealloc_quota(void **state)
 	ms = realloc_after(loop, false, &b);
 	printf("# quota back %.0f ms after an immediate teardown\n", ms);
 	warp_turn_io_release(b.io);
-	run_for(loop, 300);
-	warp_loop_free(loop);
+	loop_done(loop);
+}
+
+static void test_release_unanswered(void **state)
+{
+	struct warp_loop *loop = warp_loop_new();
+	struct warp_turn_io_cfg cfg;
+	struct client a, b;
+	uint64_t t0;
+
+	/* the server freezes: a release gives up after release_timeout_ms and frees itself */
+	cfg_for(&cfg, &s_short, false, NULL);
+	cfg.turn.release_timeout_ms = 800;
+	assert_int_equal(client_start(loop, &a, &cfg, NULL), 0);
+	assert_int_equal(client_start(loop, &b, &cfg, NULL), 0);
+	assert_int_equal(kill(s_short.pid, SIGSTOP), 0);
+	t0 = warp_time_ns();
+	warp_turn_io_release(a.io);
+	warp_turn_io_release(NULL);
+	assert_int_equal(warp_turn_io_releasing(loop), 1);
+	assert_int_equal(warp_loop_run_until(loop, released_all, loop, 3000), 0);
+	printf("# unanswered release given up after %.0f ms\n",
+	       (double)(warp_time_ns() - t0) / 1e6);
+	assert_true(warp_time_ns() - t0 >= 750000000ull);
+	/* a loop shutting down does not wait: shutdown frees what is left */
+	warp_turn_io_release(b.io);
+	assert_int_equal(warp_turn_io_releasing(loop), 1);
+	warp_turn_io_shutdown(loop);
+	assert_int_equal(warp_turn_io_releasing(loop), 0);
+	assert_int_equal(kill(s_short.pid, SIGCONT), 0);
+	loop_done(loop);
 }
 
 /* ---- round trips: direct UDP vs through two relays ---- */
@@ -858,9 +897,8 @@ static void test_rtt_overhead(void **state)
 	printf("# round trip on loopback, median of 200: direct UDP %.1f us, via two relays "
 	       "(udp) %.1f us (+%.1f us), via two relays (tcp to server) %.1f us (+%.1f us)\n",
 	       direct, relayed[0], relayed[0] - direct, relayed[1], relayed[1] - direct);
-	run_for(loop, 300);
 	free(p);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 /* ---- a warpgate pipe over a relay path ---- */
@@ -959,11 +997,18 @@ static void test_pipe_over_relay(void **state)
 		warp_ep_parse("127.0.0.1", port, &b_addr);
 	}
 
-	/* a leases an allocation; two leases share it */
-	warp_ep_parse("127.0.0.1", s_main.port, &srv.addr);
-	srv.username = "u";
-	srv.password = "p";
-	srv.realm = "lab";
+	/* a leases an allocation of the server from its configuration; two leases share it */
+	{
+		char text[64];
+
+		snprintf(text, sizeof(text), "u:p@127.0.0.1:%u", s_main.port);
+		assert_int_equal(warp_conf_add(&conf, "turn", text, NULL, 0), 0);
+		assert_int_equal(turn_server_from_conf(&conf.turn[conf.nturn - 1], 0, &srv), 0);
+		assert_string_equal(srv.username, "u");
+		assert_string_equal(srv.password, "p");
+		assert_int_equal(warp_ep_port((struct sockaddr *)&srv.addr), s_main.port);
+		assert_false(srv.tcp);
+	}
 	lease = turn_lease_get(a, &srv, on_lease, &p);
 	assert_non_null(lease);
 	lease2 = turn_lease_get(a, &srv, NULL, NULL);
@@ -1039,8 +1084,7 @@ static void test_pipe_over_relay(void **state)
 	assert_int_equal(warp_loop_run_until(loop, no_relay, a, 3000), 0);
 	warp_node_close(a);
 	warp_node_close(b);
-	run_for(loop, 200);
-	warp_loop_free(loop);
+	loop_done(loop);
 }
 
 int main(void)
@@ -1050,6 +1094,7 @@ int main(void)
 		cmocka_unit_test(test_two_clients),
 		cmocka_unit_test(test_plain_peer),
 		cmocka_unit_test(test_short_lifetimes),
+		cmocka_unit_test(test_release_unanswered),
 		cmocka_unit_test(test_dealloc_quota),
 		cmocka_unit_test(test_rtt_overhead),
 		cmocka_unit_test(test_pipe_over_relay),

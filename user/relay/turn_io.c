@@ -6,6 +6,7 @@
  * a callback that is still running.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <warpgate/error.h>
 
 #define LOG_COMPONENT "turn"
+#include "core/list.h"
 #include "core/log.h"
 #include "net/endpoint.h"
 #include "net/sock.h"
@@ -27,6 +29,7 @@
 #define UDP_BUDGET  64
 
 struct warp_turn_io {
+	struct list_head link; /* background releases, while released */
 	struct warp_loop *loop;
 	struct warp_turn *t;
 	struct warp_timer *timer;
@@ -45,6 +48,25 @@ struct warp_turn_io {
 	uint8_t tx[TX_BUF];
 };
 
+/* Released objects are owned by nobody but the loop: keep them findable for shutdown. */
+static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_head background = LIST_HEAD_INIT(background);
+
+static void bg_add(struct warp_turn_io *io)
+{
+	pthread_mutex_lock(&bg_lock);
+	list_add_tail(&io->link, &background);
+	pthread_mutex_unlock(&bg_lock);
+}
+
+static void bg_del(struct warp_turn_io *io)
+{
+	pthread_mutex_lock(&bg_lock);
+	list_del(&io->link);
+	list_init(&io->link);
+	pthread_mutex_unlock(&bg_lock);
+}
+
 static void close_fd(struct warp_turn_io *io)
 {
 	if (io->fd >= 0) {
@@ -56,6 +78,7 @@ static void close_fd(struct warp_turn_io *io)
 
 static void destroy(struct warp_turn_io *io)
 {
+	bg_del(io);
 	close_fd(io);
 	warp_timer_free(io->timer);
 	warp_turn_free(io->t);
@@ -332,6 +355,7 @@ struct warp_turn_io *warp_turn_io_new(struct warp_loop *loop, const struct warp_
 	io = calloc(1, sizeof(*io));
 	if (!io)
 		return NULL;
+	list_init(&io->link);
 	io->loop = loop;
 	io->fd = -1;
 	io->tcp = cfg->turn.transport == WARP_TURN_TCP;
@@ -398,6 +422,7 @@ void warp_turn_io_release(struct warp_turn_io *io)
 	if (!io || io->released)
 		return;
 	io->released = true;
+	bg_add(io);
 	if (warp_turn_release(io->t, warp_time_ns()) != 0 || io->fd < 0) {
 		die_soon(io);
 		return;
@@ -419,6 +444,40 @@ void warp_turn_io_free(struct warp_turn_io *io)
 			tcp_write(io);
 	}
 	destroy(io);
+}
+
+unsigned int warp_turn_io_releasing(const struct warp_loop *loop)
+{
+	struct list_head *pos;
+	unsigned int n = 0;
+
+	pthread_mutex_lock(&bg_lock);
+	list_for_each(pos, &background)
+		n += list_entry(pos, struct warp_turn_io, link)->loop == loop;
+	pthread_mutex_unlock(&bg_lock);
+	return n;
+}
+
+void warp_turn_io_shutdown(struct warp_loop *loop)
+{
+	for (;;) {
+		struct warp_turn_io *io = NULL;
+		struct list_head *pos;
+
+		pthread_mutex_lock(&bg_lock);
+		list_for_each(pos, &background) {
+			struct warp_turn_io *c = list_entry(pos, struct warp_turn_io, link);
+
+			if (c->loop == loop) {
+				io = c;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&bg_lock);
+		if (!io)
+			return;
+		destroy(io);
+	}
 }
 
 int warp_turn_io_fd(const struct warp_turn_io *io)

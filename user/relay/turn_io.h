@@ -70,6 +70,14 @@ void warp_turn_io_release(struct warp_turn_io *io);
  * callback of this object. */
 void warp_turn_io_free(struct warp_turn_io *io);
 
+/* Objects of loop still deallocating in the background after warp_turn_io_release().  A
+ * loop owner shutting down may run the loop until this is 0 (each is bounded by its
+ * release_timeout_ms), then call warp_turn_io_shutdown(). */
+unsigned int warp_turn_io_releasing(const struct warp_loop *loop);
+/* Frees every background release of loop now (their first request already left).  Call
+ * before warp_loop_free(). */
+void warp_turn_io_shutdown(struct warp_loop *loop);
+
 int warp_turn_io_fd(const struct warp_turn_io *io);
 /* NULL until allocated. */
 const struct warp_turn_info *warp_turn_io_info(const struct warp_turn_io *io);

@@ -492,6 +492,24 @@ struct pipe_path *turn_path_inbound(struct warp_node *node, int fd, const struct
 	return path_on(r, src);
 }
 
+int turn_server_from_conf(const struct warp_conf_turn *c, int family, struct turn_server *srv)
+{
+	int err;
+
+	if (!c || !srv || !c->server[0])
+		return -EINVAL;
+	memset(srv, 0, sizeof(*srv));
+	err = warp_ep_resolve(c->server, 3478, 0, &srv->addr);
+	if (err)
+		return err;
+	srv->username = c->user[0] ? c->user : NULL;
+	srv->password = c->user[0] ? c->password : NULL;
+	srv->realm = c->realm[0] ? c->realm : NULL;
+	srv->tcp = c->tcp;
+	srv->family = family;
+	return 0;
+}
+
 unsigned int turn_relay_count(const struct warp_node *node)
 {
 	struct list_head *pos;

@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include <warpgate/config.h>
+
 #include "node/node_internal.h"
 #include "relay/turn.h"
 
@@ -41,6 +43,11 @@ struct turn_server {
 	int family;          /* relayed family; 0: AF_INET */
 	const struct warp_turn_cfg *tuning; /* timers; NULL: defaults (credentials ignored) */
 };
+
+/* Fills srv from a configured server (USER:PASS@HOST:PORT in the config; strings point into
+ * c).  The host goes through warp_ep_resolve(), which blocks on DNS for names: resolve
+ * ahead of time, or use IP literals.  family: relayed family wanted (0: AF_INET). */
+int turn_server_from_conf(const struct warp_conf_turn *c, int family, struct turn_server *srv);
 
 /* The allocation is ready (err 0, info set), failed, or was lost later (err < 0; may follow
  * an earlier success). */
