@@ -43,11 +43,13 @@ static void init(void)
 	inited = true;
 }
 
+static uint64_t fuzz_now;
+
 static void on_event(struct warp_turn *t, const struct warp_turn_event *ev, void *user)
 {
 	/* exercise re-entrancy the way real users do */
 	if (ev->type == WARP_TURN_EV_PERMISSION && ev->err == 0 && ev->peer)
-		warp_turn_remove_peer(t, ev->peer);
+		warp_turn_remove_peer(t, ev->peer, fuzz_now);
 }
 
 static void on_data(struct warp_turn *t, const struct sockaddr *peer, uint8_t *d, size_t len,
@@ -197,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(buf + 8, pend[((mode >> 3) & 3) % n].tid, WARP_STUN_TID_LEN);
 	if (mode & 4)
 		size = resign(buf, size, cap);
+	fuzz_now = now;
 	feed(t, tcp, buf, size, chunks[(mode >> 5) & 3], now);
 
 	/* everything else the state may now allow */

@@ -732,8 +732,8 @@ static void test_permission_channel(void **state)
 	assert_int_equal(count_ev(&f, WARP_TURN_EV_PERMISSION), 2);
 
 	/* removing a peer stops its refreshes; the shared permission stays for p2 */
-	assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p1), 0);
-	assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p1), -ENOENT);
+	assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p1, f.now), 0);
+	assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p1, f.now), -ENOENT);
 	f.now += 240 * S; /* permission refresh due (last one 300 s ago... at 480 s) */
 	warp_turn_handle_timeout(f.t, f.now);
 	n = drain(&f);
@@ -1208,12 +1208,33 @@ static void test_peer_churn(void **state)
 		for (int i = 0; i < 20; i++) {
 			snprintf(s, sizeof(s), "198.51.100.%d:%d", i + 1, 7000 + round);
 			warp_ep_parse(s, 0, &p);
-			assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p), 0);
+			assert_int_equal(
+				warp_turn_remove_peer(f.t, (struct sockaddr *)&p, f.now), 0);
 		}
 	}
 	assert_int_equal(count_ev(&f, WARP_TURN_EV_CHANNEL), 60);
 	f.now += 20 * 60 * S;
 	warp_turn_handle_timeout(f.t, f.now);
+	fake_free(&f);
+
+	/* a peer removed while its ChannelBind is unanswered may be bound on the server: a
+	 * re-added peer asks for the same number, never a second one */
+	fake_init(&f, WARP_TURN_UDP, AF_INET);
+	allocate_ready(&f, 600);
+	warp_ep_parse("198.51.100.1:7000", 0, &p);
+	for (int round = 0; round < 2; round++) {
+		struct warp_stun_msg m;
+		uint16_t ch;
+
+		assert_int_equal(warp_turn_add_peer(f.t, (struct sockaddr *)&p, true, f.now), 0);
+		drain(&f);
+		find_out(&f, WARP_STUN_CHANNEL_BIND, &m);
+		warp_stun_get_channel(&m, &ch);
+		assert_int_equal(ch, 0x4000);
+		assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p, f.now), 0);
+		f.now += 60 * S;
+		warp_turn_handle_timeout(f.t, f.now);
+	}
 	fake_free(&f);
 }
 

@@ -721,7 +721,7 @@ int warp_turn_add_peer(struct warp_turn *t, const struct sockaddr *peer, bool ch
 	return 0;
 }
 
-int warp_turn_remove_peer(struct warp_turn *t, const struct sockaddr *peer)
+int warp_turn_remove_peer(struct warp_turn *t, const struct sockaddr *peer, uint64_t now_ns)
 {
 	struct turn_peer *p = addr_ok(peer) ? find_peer(t, peer) : NULL;
 
@@ -736,7 +736,12 @@ int warp_turn_remove_peer(struct warp_turn *t, const struct sockaddr *peer)
 	p->want_channel = false;
 	/* RFC 8656 section 12: a channel number stays tied to its peer until 5 minutes after
 	 * the binding expired; keep the entry so a re-added peer gets the same number. */
-	p->retire_until = p->channel && p->chan_state == OBJ_OK ? p->chan_expires + 300 * S : 0;
+	if (p->channel && p->chan_state == OBJ_OK)
+		p->retire_until = p->chan_expires + 300 * S;
+	else if (p->channel && p->chan_state != OBJ_IDLE) /* a bind may have reached it */
+		p->retire_until = now_ns + (WARP_TURN_CHAN_LIFETIME_S + 300) * S;
+	else
+		p->retire_until = 0;
 	return 0;
 }
 

@@ -140,7 +140,7 @@ int warp_turn_add_peer(struct warp_turn *t, const struct sockaddr *peer, bool ch
 		       uint64_t now_ns);
 /* Drops a reference; at zero the permission and channel are no longer refreshed (the
  * channel number stays reserved for the peer until it expired plus 5 minutes). */
-int warp_turn_remove_peer(struct warp_turn *t, const struct sockaddr *peer);
+int warp_turn_remove_peer(struct warp_turn *t, const struct sockaddr *peer, uint64_t now_ns);
 /* Channel bound to peer (0 when none yet). */
 uint16_t warp_turn_peer_channel(const struct warp_turn *t, const struct sockaddr *peer);
 

@@ -398,7 +398,7 @@ int warp_turn_io_add_peer(struct warp_turn_io *io, const struct sockaddr *peer, 
 
 int warp_turn_io_remove_peer(struct warp_turn_io *io, const struct sockaddr *peer)
 {
-	int err = warp_turn_remove_peer(io->t, peer);
+	int err = warp_turn_remove_peer(io->t, peer, warp_time_ns());
 
 	flush(io);
 	return err;
