@@ -15,6 +15,7 @@
  * and the relayed round-trip overhead against direct UDP on loopback.
  * Skipped (exit 77) when turnserver is not installed or cannot start.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -742,6 +743,43 @@ static void test_dealloc_quota(void **state)
 	loop_done(loop);
 }
 
+/* SIGSTOP reaches a multi-threaded process asynchronously: wait until every thread of it
+ * is stopped, or a request could still be answered. */
+static void freeze(pid_t pid)
+{
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	for (int i = 0; i < 200; i++) {
+		char path[320], line[512];
+		bool all = true;
+		DIR *d;
+		struct dirent *e;
+
+		snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+		d = opendir(path);
+		assert_non_null(d);
+		while ((e = readdir(d))) {
+			FILE *f;
+			char *st;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+			f = fopen(path, "r");
+			if (!f)
+				continue;
+			st = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+			fclose(f);
+			if (st && st[1] == ' ' && st[2] != 'T' && st[2] != 't')
+				all = false;
+		}
+		closedir(d);
+		if (all)
+			return;
+		usleep(5000);
+	}
+	fail_msg("turnserver did not stop");
+}
+
 static void test_release_unanswered(void **state)
 {
 	struct warp_loop *loop = warp_loop_new();
@@ -754,7 +792,7 @@ static void test_release_unanswered(void **state)
 	cfg.turn.release_timeout_ms = 800;
 	assert_int_equal(client_start(loop, &a, &cfg, NULL), 0);
 	assert_int_equal(client_start(loop, &b, &cfg, NULL), 0);
-	assert_int_equal(kill(s_short.pid, SIGSTOP), 0);
+	freeze(s_short.pid);
 	t0 = warp_time_ns();
 	warp_turn_io_release(a.io);
 	warp_turn_io_release(NULL);
