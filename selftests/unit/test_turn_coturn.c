@@ -1125,6 +1125,47 @@ static void test_pipe_over_relay(void **state)
 	loop_done(loop);
 }
 
+static void test_lease_tcp_fallback(void **state)
+{
+	struct warp_loop *loop = warp_loop_new();
+	struct warp_conf conf;
+	struct warp_node *a;
+	struct pipes p = { 0 }, q = { 0 };
+	struct turn_server srv = { 0 };
+	struct turn_lease *udp_only, *lease;
+	struct sockaddr_storage peer;
+
+	warp_conf_test(&conf);
+	a = warp_node_start(&conf, loop);
+	assert_non_null(a);
+	warp_ep_parse("127.0.0.1", s_tcponly.port, &srv.addr);
+	srv.username = "u";
+	srv.password = "p";
+	warp_ep_parse("127.0.0.1:9", 0, &peer);
+
+	/* the server has no UDP listener: plain UDP fails, with fallback it moves to TCP and
+	 * takes the permission asked for before along */
+	udp_only = turn_lease_get(a, &srv, on_lease, &q);
+	srv.tcp_fallback = true;
+	lease = turn_lease_get(a, &srv, on_lease, &p);
+	assert_non_null(udp_only);
+	assert_non_null(lease);
+	assert_int_equal(turn_relay_count(a), 2);
+	assert_int_equal(turn_lease_permit(lease, (struct sockaddr *)&peer, true, on_permit, &p), 0);
+	assert_int_equal(warp_loop_run_until(loop, lease_ready, &q, 5000), 0);
+	assert_int_equal(q.lease_err, -ECONNREFUSED);
+	assert_int_equal(warp_loop_run_until(loop, lease_ready, &p, 5000), 0);
+	assert_int_equal(p.lease_err, 0);
+	assert_non_null(turn_lease_info(lease));
+	assert_int_equal(warp_loop_run_until(loop, permitted, &p, 3000), 0);
+	assert_int_equal(turn_relay_count(a), 1); /* the failed one left the registry */
+	turn_lease_release(&udp_only);
+	turn_lease_release(&lease);
+	assert_int_equal(turn_relay_count(a), 0);
+	warp_node_close(a);
+	loop_done(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1136,6 +1177,7 @@ int main(void)
 		cmocka_unit_test(test_dealloc_quota),
 		cmocka_unit_test(test_rtt_overhead),
 		cmocka_unit_test(test_pipe_over_relay),
+		cmocka_unit_test(test_lease_tcp_fallback),
 	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);

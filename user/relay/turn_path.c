@@ -29,8 +29,11 @@ struct turn_relay {
 	struct warp_node *node;
 	struct sockaddr_storage server;
 	char *username, *password, *realm;
-	bool tcp;
+	bool key_tcp;  /* transport asked for (registry key) */
+	bool fallback; /* may move from UDP to TCP */
+	bool tcp;      /* transport in use */
 	int family;
+	struct warp_turn_cfg tuning;
 	struct warp_turn_io *io;
 	struct warp_timer *kick; /* deferred lease notifications */
 	int refs;
@@ -45,6 +48,7 @@ struct turn_permit {
 	struct sockaddr_storage peer;
 	turn_permit_cb cb;
 	void *user;
+	bool channel;
 	unsigned int seen; /* last peer event reported */
 };
 
@@ -73,7 +77,8 @@ static int family_of(const struct turn_server *srv)
 static bool relay_matches(const struct turn_relay *r, const struct warp_node *node,
 			  const struct turn_server *srv)
 {
-	return r->node == node && r->status >= 0 && r->tcp == srv->tcp &&
+	return r->node == node && r->status >= 0 && r->key_tcp == srv->tcp &&
+	       r->fallback == (!srv->tcp && srv->tcp_fallback) &&
 	       r->family == family_of(srv) &&
 	       warp_ep_equal((const struct sockaddr *)&r->server,
 			     (const struct sockaddr *)&srv->addr) &&
@@ -159,10 +164,47 @@ static void set_status(struct turn_relay *r, int status)
 	notify_leases(r);
 }
 
+static struct warp_turn_io *open_io(struct turn_relay *r);
+
+/* No answer over UDP, or an ICMP error: UDP is probably blocked on the way. */
+static bool transport_error(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNREFUSED || err == -EHOSTUNREACH ||
+	       err == -ENETUNREACH;
+}
+
 static void on_allocated(struct warp_turn_io *io, int err, const struct warp_turn_info *info,
 			 void *user)
 {
-	set_status(user, err);
+	struct turn_relay *r = user;
+
+	if (err && r->fallback && !r->tcp && transport_error(err)) {
+		char a[WARP_EP_STRLEN];
+
+		pr_info("TURN over UDP to %s failed (%s): trying TCP",
+			warp_ep_str((struct sockaddr *)&r->server, a, sizeof(a)), warp_strerror(err));
+		r->tcp = true;
+		r->io = open_io(r);
+		warp_turn_io_release(io);
+		if (r->io) {
+			struct list_head *lp, *pp;
+
+			/* the permits move along */
+			list_for_each(lp, &r->leases) {
+				struct turn_lease *l = list_entry(lp, struct turn_lease, link);
+
+				list_for_each(pp, &l->permits) {
+					struct turn_permit *p = list_entry(pp, struct turn_permit, link);
+
+					warp_turn_io_add_peer(r->io, (struct sockaddr *)&p->peer,
+							      p->channel);
+				}
+			}
+			return;
+		}
+		err = -errno;
+	}
+	set_status(r, err);
 }
 
 static void on_lost(struct warp_turn_io *io, int err, void *user)
@@ -237,10 +279,26 @@ static char *dup_str(const char *s, bool *oom)
 	return d;
 }
 
+static struct warp_turn_io *open_io(struct turn_relay *r)
+{
+	struct warp_turn_io_cfg cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.turn = r->tuning;
+	cfg.turn.username = r->username;
+	cfg.turn.password = r->password;
+	cfg.turn.realm = r->realm;
+	cfg.turn.transport = r->tcp ? WARP_TURN_TCP : WARP_TURN_UDP;
+	cfg.turn.family = r->family;
+	if (!cfg.turn.software)
+		cfg.turn.software = "warpgate " WARP_VERSION;
+	cfg.server = r->server;
+	return warp_turn_io_new(r->node->loop, &cfg, &relay_ops, r);
+}
+
 static struct turn_relay *relay_new(struct warp_node *node, const struct turn_server *srv)
 {
 	struct turn_relay *r = calloc(1, sizeof(*r));
-	struct warp_turn_io_cfg cfg;
 	bool oom = false;
 	int err;
 
@@ -250,8 +308,12 @@ static struct turn_relay *relay_new(struct warp_node *node, const struct turn_se
 	list_init(&r->link);
 	r->node = node;
 	r->server = srv->addr;
-	r->tcp = srv->tcp;
+	r->key_tcp = r->tcp = srv->tcp;
+	r->fallback = !srv->tcp && srv->tcp_fallback;
 	r->family = family_of(srv);
+	if (srv->tuning)
+		r->tuning = *srv->tuning;
+	r->tuning.username = r->tuning.password = r->tuning.realm = r->tuning.software = NULL;
 	r->username = dup_str(srv->username, &oom);
 	r->password = dup_str(srv->password, &oom);
 	r->realm = dup_str(srv->realm, &oom);
@@ -261,18 +323,7 @@ static struct turn_relay *relay_new(struct warp_node *node, const struct turn_se
 		err = ENOMEM;
 		goto fail;
 	}
-	memset(&cfg, 0, sizeof(cfg));
-	if (srv->tuning)
-		cfg.turn = *srv->tuning;
-	cfg.turn.username = srv->username;
-	cfg.turn.password = srv->password;
-	cfg.turn.realm = srv->realm;
-	cfg.turn.transport = srv->tcp ? WARP_TURN_TCP : WARP_TURN_UDP;
-	cfg.turn.family = r->family;
-	if (!cfg.turn.software)
-		cfg.turn.software = "warpgate " WARP_VERSION;
-	cfg.server = srv->addr;
-	r->io = warp_turn_io_new(node->loop, &cfg, &relay_ops, r);
+	r->io = open_io(r);
 	if (!r->io) {
 		err = errno;
 		goto fail;
@@ -360,6 +411,7 @@ int turn_lease_permit(struct turn_lease *l, const struct sockaddr *peer, bool ch
 	memcpy(&p->peer, peer, warp_ep_len(peer));
 	p->cb = cb;
 	p->user = user;
+	p->channel = channel;
 	err = warp_turn_io_add_peer(l->relay->io, peer, channel);
 	if (err) {
 		free(p);
@@ -383,7 +435,8 @@ void turn_lease_release(struct turn_lease **lp)
 		struct turn_permit *p = list_entry(l->permits.next, struct turn_permit, link);
 
 		list_del(&p->link);
-		warp_turn_io_remove_peer(r->io, (struct sockaddr *)&p->peer);
+		if (r->io)
+			warp_turn_io_remove_peer(r->io, (struct sockaddr *)&p->peer);
 		free(p);
 	}
 	list_del(&l->link);
@@ -398,7 +451,9 @@ const struct warp_turn_info *turn_lease_info(const struct turn_lease *l)
 
 int turn_lease_fd(const struct turn_lease *l)
 {
-	return l ? warp_turn_io_fd(l->relay->io) : -EINVAL;
+	if (!l)
+		return -EINVAL;
+	return l->relay->io ? warp_turn_io_fd(l->relay->io) : -ENOTCONN;
 }
 
 /* ------------------------------------------------------------------ pipe paths */
@@ -412,7 +467,7 @@ static int path_send(void *user, const uint8_t *pkt, size_t len)
 {
 	struct relay_path *rp = user;
 
-	if (!rp->lease)
+	if (!rp->lease || !rp->lease->relay->io)
 		return -ENOTCONN;
 	return warp_turn_io_send(rp->lease->relay->io, (struct sockaddr *)&rp->peer, pkt, len);
 }
