@@ -308,14 +308,14 @@ static int nft_one(struct mnl_socket *nl, uint16_t type, uint16_t flags, uint8_t
 }
 
 /*
- * Point the empty chains "out" and "in" of TABLE (ip and ip6) at queues 0 and 1.  The lab's
+ * Point the empty chains "q_out" and "q_in" of TABLE (ip and ip6) at queues 0 and 1.  The lab's
  * script owns the tables and the rules that jump here; a missing ip6 table just means the site
  * has no IPv6.
  */
 static int attach(const char *table)
 {
 	static const uint8_t families[] = { NFPROTO_IPV4, NFPROTO_IPV6 };
-	static const char *const chains[NQUEUES] = { "out", "in" };
+	static const char *const chains[NQUEUES] = { "q_out", "q_in" };
 	struct mnl_socket *nl = mnl_socket_open(NETLINK_NETFILTER);
 	int attached = 0, err = 0;
 
