@@ -13,7 +13,10 @@
  *   prober punch --server IP:PORT --id ME --peer OTHER [--ping] [-n N] [--timeout-ms MS]
  *	Meet OTHER through the server, punch a direct path, and (--ping) measure its round trip.
  *   prober listen --bind IP:PORT [--count N] [--timeout-ms MS] [--echo]
- *   prober send --to IP:PORT [--bind IP:PORT] [--data TEXT] [--wait-ms MS]
+ *   prober send --to IP:PORT [--bind IP:PORT] [--data TEXT] [--wait-ms MS] [-n N]
+ *	With -n, N datagrams "TEXT <seq>"; listen counts them (unique, dup, reordered).
+ *   prober reply-after --to IP:PORT --after-ms MS [--keepalive-ms MS]
+ *	The server answers only after MS: does the NAT mapping live that long (with keepalives)?
  *
  * Addresses are IP:PORT or [IPv6]:PORT.  Exit status 0 on success, 1 on a failed probe or
  * timeout, 2 on bad usage.
@@ -40,9 +43,11 @@
 #define IDLEN	32
 #define MAXSOCK 16
 #define MAXREG	256
+#define MAXLATE 64
 
 enum { MAP_REQ = 1, MAP_RESP, REG, REG_RESP, ECHO, ECHO_RESP, PUNCH, PUNCH_ACK, DATA, BYE };
-enum { CHANGE_PORT = 1, CHANGE_ADDR = 2, ALSO_SAME = 4 };
+/* MAP_REQ flags; DELAYED: answer only after "seq" milliseconds (mapping-timeout tests). */
+enum { CHANGE_PORT = 1, CHANGE_ADDR = 2, ALSO_SAME = 4, DELAYED = 8 };
 
 struct wire_addr {
 	uint8_t family; /* 4 or 6, 0 = none */
@@ -325,7 +330,15 @@ struct reg {
 	uint64_t seen;
 };
 
+struct late {
+	uint64_t due;
+	int fd;
+	ss_t to;
+	struct pmsg m;
+};
+
 struct server {
+	struct late late[MAXLATE];
 	int fd[MAXSOCK];
 	ss_t addr[MAXSOCK];
 	int n;
@@ -367,6 +380,21 @@ static void serve_one(struct server *sv, int i)
 	to_wire(&from, &r.observed);
 	switch (m.type) {
 	case MAP_REQ:
+		if (m.flags & DELAYED) {
+			for (int k = 0; k < MAXLATE; k++) {
+				struct late *l = &sv->late[k];
+
+				if (l->due)
+					continue;
+				l->due = now_ms() + ntohl(m.seq);
+				l->fd = sv->fd[i];
+				l->to = from;
+				l->m = r;
+				to_wire(&sv->addr[i], &l->m.from);
+				break;
+			}
+			break;
+		}
 		if (grid_pos(sv, i, &fam, &ai, &pi) == 0) {
 			int ca = m.flags & CHANGE_ADDR ? 1 : 0, cp = m.flags & CHANGE_PORT ? 1 : 0;
 			int o = sv->grid[fam][ai ^ ca][pi ^ cp];
@@ -478,7 +506,19 @@ static int cmd_server(char *addrs, char *ports)
 	printf("prober: serving %d sockets\n", sv.n);
 	fflush(stdout);
 	while (!stop) {
-		if (poll(pfd, (nfds_t)sv.n, 1000) <= 0)
+		uint64_t now = now_ms(), next = now + 1000;
+
+		for (int k = 0; k < MAXLATE; k++) {
+			struct late *l = &sv.late[k];
+
+			if (l->due && l->due <= now) {
+				send_msg(l->fd, &l->m, &l->to);
+				l->due = 0;
+			} else if (l->due && l->due < next) {
+				next = l->due;
+			}
+		}
+		if (poll(pfd, (nfds_t)sv.n, (int)(next - now)) <= 0)
 			continue;
 		for (int i = 0; i < sv.n; i++)
 			if (pfd[i].revents & POLLIN)
@@ -690,7 +730,7 @@ static int cmd_nat(const char *srv1, const char *srv2, int port1, int port2, int
 
 struct rtt_stats {
 	double min, max, sum, sum2;
-	int n, lost;
+	int n, lost, dup;
 };
 
 static void rtt_add(struct rtt_stats *st, double ms)
@@ -709,14 +749,16 @@ static int rtt_print(const struct rtt_stats *st)
 	double avg = st->n ? st->sum / st->n : 0;
 	double var = st->n ? st->sum2 / st->n - avg * avg : 0;
 
-	printf("rtt_ms min=%.3f avg=%.3f max=%.3f mdev=%.3f n=%d lost=%d\n", st->min, avg, st->max,
-	       sqrt(var > 0 ? var : 0), st->n, st->lost);
+	printf("rtt_ms min=%.3f avg=%.3f max=%.3f mdev=%.3f n=%d lost=%d dup=%d\n", st->min, avg,
+	       st->max, sqrt(var > 0 ? var : 0), st->n, st->lost, st->dup);
 	return st->n ? 0 : 1;
 }
 
 /* Echo round trips from socket s to dst; the peer answers ECHO with ECHO_RESP. */
 static int ping_loop(int s, const ss_t *dst, int count, int interval_ms, struct rtt_stats *st)
 {
+	uint32_t prev = 0;
+
 	for (int i = 0; i < count; i++) {
 		struct pmsg req, resp;
 		ss_t from;
@@ -727,10 +769,15 @@ static int ping_loop(int s, const ss_t *dst, int count, int interval_ms, struct 
 		req.seq = htonl((uint32_t)i);
 		send_msg(s, &req, dst);
 		while (!got && now_ms() < end) {
-			if (recv_msg(s, &resp, &from, (int)(end - now_ms())) &&
-			    resp.type == ECHO_RESP && resp.txid == req.txid)
+			if (!recv_msg(s, &resp, &from, (int)(end - now_ms())) ||
+			    resp.type != ECHO_RESP)
+				continue;
+			if (resp.txid == req.txid)
 				got = true;
+			else if (prev && resp.txid == prev)
+				st->dup++;
 		}
+		prev = req.txid;
 		if (got)
 			rtt_add(st, (double)(now_us() - t0) / 1000.0);
 		else
@@ -835,12 +882,18 @@ static int cmd_punch(const char *server, const char *id, const char *peer, bool 
 
 /* ------------------------------------------------------------------ listen, send */
 
-static int cmd_listen(const char *bind_to, int count, int timeout_ms, bool echo)
+/*
+ * Datagrams whose payload ends in " <seq>" (as "send --count" makes them) are also counted:
+ * unique, duplicated and reordered (arrived after a higher sequence number).
+ */
+static int cmd_listen(const char *bind_to, int count, int timeout_ms, bool echo, bool quiet)
 {
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	static uint8_t seen[65536 / 8];
+	long highest = -1;
+	int s, got = 0, uniq = 0, dup = 0, reord = 0;
 	char buf[2048];
 	ss_t b, from;
-	int s, got = 0;
 
 	if (!bind_to || parse_ep(bind_to, &b) < 0) {
 		fprintf(stderr, "prober listen: need --bind IP:PORT\n");
@@ -857,6 +910,7 @@ static int cmd_listen(const char *bind_to, int count, int timeout_ms, bool echo)
 		struct pollfd pfd = { .fd = s, .events = POLLIN };
 		int left = timeout_ms > 0 ? (int)(deadline - now_ms()) : -1;
 		socklen_t fl = sizeof(from);
+		const char *sp;
 		ssize_t n;
 
 		if (timeout_ms > 0 && left <= 0)
@@ -867,20 +921,37 @@ static int cmd_listen(const char *bind_to, int count, int timeout_ms, bool echo)
 		if (n < 0)
 			continue;
 		buf[n] = 0;
+		if (echo)
+			sendto(s, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+		sp = strrchr(buf, ' ');
+		if (sp && sp[1] >= '0' && sp[1] <= '9') {
+			long seq = strtol(sp + 1, NULL, 10) & 0xffff;
+
+			if (seen[seq / 8] & (1u << (seq % 8))) {
+				dup++;
+			} else {
+				seen[seq / 8] |= (uint8_t)(1u << (seq % 8));
+				uniq++;
+				if (seq < highest)
+					reord++;
+				else
+					highest = seq;
+			}
+		}
 		for (ssize_t i = 0; i < n; i++)
 			if (buf[i] < 32 || buf[i] > 126)
 				buf[i] = '.';
-		printf("from=%s len=%zd data=%s\n", SS(&from), n, buf);
-		fflush(stdout);
-		if (echo)
-			sendto(s, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+		if (!quiet)
+			printf("from=%s len=%zd data=%s\n", SS(&from), n, buf);
 		got++;
 	}
+	printf("received=%d unique=%d dup=%d reordered=%d\n", got, uniq, dup, reord);
 	close(s);
 	return got >= count ? 0 : 1;
 }
 
-static int cmd_send(const char *to, const char *bind_to, const char *data, int wait_ms)
+static int cmd_send(const char *to, const char *bind_to, const char *data, int wait_ms, int count,
+		    int interval_ms)
 {
 	char buf[2048];
 	ss_t dst, b, from;
@@ -895,10 +966,17 @@ static int cmd_send(const char *to, const char *bind_to, const char *data, int w
 		perror("prober send: socket");
 		return 1;
 	}
-	if (sendto(s, data, strlen(data), 0, (struct sockaddr *)&dst, ss_len(&dst)) < 0) {
-		perror("prober send");
-		close(s);
-		return 1;
+	for (int i = 0; i < count; i++) {
+		int len = count > 1 ? snprintf(buf, sizeof(buf), "%s %d", data, i) :
+				      snprintf(buf, sizeof(buf), "%s", data);
+
+		if (sendto(s, buf, (size_t)len, 0, (struct sockaddr *)&dst, ss_len(&dst)) < 0) {
+			perror("prober send");
+			close(s);
+			return 1;
+		}
+		if (i + 1 < count && interval_ms > 0)
+			usleep((useconds_t)interval_ms * 1000);
 	}
 	if (wait_ms > 0) {
 		struct pollfd pfd = { .fd = s, .events = POLLIN };
@@ -920,6 +998,53 @@ static int cmd_send(const char *to, const char *bind_to, const char *data, int w
 	return 0;
 }
 
+/*
+ * Ask a prober server to answer only after after_ms: the answer gets through only while the
+ * NAT still holds the mapping (optionally refreshed by a keepalive every keepalive_ms).
+ */
+static int cmd_reply_after(const char *to, int after_ms, int keepalive_ms)
+{
+	uint64_t start = now_ms(), end = start + (uint64_t)after_ms + 1500, next_ka;
+	struct pmsg req, resp;
+	ss_t dst, from;
+	int s;
+
+	if (!to || parse_ep(to, &dst) < 0 || !ss_port(&dst) || after_ms < 0) {
+		fprintf(stderr, "prober reply-after: need --to IP:PORT --after-ms MS\n");
+		return 2;
+	}
+	s = udp_socket(dst.ss_family, NULL);
+	if (s < 0)
+		return 1;
+	msg_init(&req, MAP_REQ);
+	req.flags = DELAYED;
+	req.seq = htonl((uint32_t)after_ms);
+	send_msg(s, &req, &dst);
+	next_ka = keepalive_ms > 0 ? start + (uint64_t)keepalive_ms : UINT64_MAX;
+	while (now_ms() < end) {
+		uint64_t now = now_ms(), wake = next_ka < end ? next_ka : end;
+
+		if (now >= next_ka) {
+			struct pmsg ka;
+
+			/* Any outbound datagram on the mapping refreshes it. */
+			msg_init(&ka, ECHO);
+			send_msg(s, &ka, &dst);
+			next_ka = now + (uint64_t)keepalive_ms;
+			continue;
+		}
+		if (recv_msg(s, &resp, &from, (int)(wake - now)) && resp.txid == req.txid &&
+		    resp.type == MAP_RESP) {
+			printf("reply=yes after_ms=%llu\n", (unsigned long long)(now_ms() - start));
+			close(s);
+			return 0;
+		}
+	}
+	printf("reply=none\n");
+	close(s);
+	return 1;
+}
+
 static void usage(FILE *f)
 {
 	fputs("usage: prober server --addr IP[,IP..] --ports P1[,P2]\n"
@@ -927,8 +1052,10 @@ static void usage(FILE *f)
 	      "       prober rtt --to IP:PORT [-n N] [--interval-ms MS]\n"
 	      "       prober punch --server IP:PORT --id ME --peer OTHER [--ping] [-n N]\n"
 	      "                    [--interval-ms MS] [--timeout-ms MS]\n"
-	      "       prober listen --bind IP:PORT [--count N] [--timeout-ms MS] [--echo]\n"
-	      "       prober send --to IP:PORT [--bind IP:PORT] [--data TEXT] [--wait-ms MS]\n",
+	      "       prober listen --bind IP:PORT [--count N] [--timeout-ms MS] [--echo] [--quiet]\n"
+	      "       prober send --to IP:PORT [--bind IP:PORT] [--data TEXT] [--wait-ms MS]\n"
+	      "                   [-n COUNT] [--interval-ms MS]\n"
+	      "       prober reply-after --to IP:PORT --after-ms MS [--keepalive-ms MS]\n",
 	      f);
 }
 
@@ -952,6 +1079,9 @@ int main(int argc, char **argv)
 		{ "peer", required_argument, NULL, 'R' },
 		{ "ping", no_argument, NULL, 'g' },
 		{ "echo", no_argument, NULL, 'e' },
+		{ "quiet", no_argument, NULL, 'Q' },
+		{ "after-ms", required_argument, NULL, 'A' },
+		{ "keepalive-ms", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -959,7 +1089,8 @@ int main(int argc, char **argv)
 	const char *srv1 = NULL, *srv2 = NULL, *to = NULL, *bind_to = NULL, *data = "natlab";
 	const char *id = NULL, *peer = NULL, *cmd;
 	int port1 = 4000, port2 = 4001, timeout_ms = -1, wait_ms = 0, count = -1, interval = 200;
-	bool pinger = false, echo = false;
+	int after_ms = -1, keepalive_ms = 0;
+	bool pinger = false, echo = false, quiet = false;
 	int c;
 
 	if (argc < 2) {
@@ -1021,6 +1152,15 @@ int main(int argc, char **argv)
 		case 'e':
 			echo = true;
 			break;
+		case 'Q':
+			quiet = true;
+			break;
+		case 'A':
+			after_ms = atoi(optarg);
+			break;
+		case 'K':
+			keepalive_ms = atoi(optarg);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1041,9 +1181,12 @@ int main(int argc, char **argv)
 				 timeout_ms > 0 ? timeout_ms : 10000);
 	if (!strcmp(cmd, "listen"))
 		return cmd_listen(bind_to, count > 0 ? count : 1, timeout_ms > 0 ? timeout_ms : 0,
-				  echo);
+				  echo, quiet);
 	if (!strcmp(cmd, "send"))
-		return cmd_send(to, bind_to, data, wait_ms);
+		return cmd_send(to, bind_to, data, wait_ms, count > 0 ? count : 1,
+				count > 0 ? interval : 0);
+	if (!strcmp(cmd, "reply-after"))
+		return cmd_reply_after(to, after_ms, keepalive_ms);
 	usage(stderr);
 	return 2;
 }
