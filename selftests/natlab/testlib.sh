@@ -1,0 +1,52 @@
+# Helpers for shell tests that use the NAT lab.  Source after selftests/lib/tap.sh:
+#   natlab_setup [PROGRAM...]   root + programs present or skip_all; private lab state; the lab
+#                               is taken down on exit whatever happens
+#   lab ARGS...                 run natlab (output to stdout)
+#   in_ns NAME CMD...           run CMD in a lab namespace (h1a, r1, inet, stun, ...)
+#   labenv                      load `natlab env` into the shell (WPG_* variables)
+#   kv KEY TEXT                 value of KEY=... in prober output
+#   quiet CMD...                CMD with its output discarded (for `check "desc" quiet CMD`)
+NATLAB=$WARP_TOP/selftests/natlab/natlab
+NATLAB_TOOLS=$WARP_BUILD/natlab
+
+natlab_setup() {
+	local p
+	need_root
+	for p in ip nft nsenter setsid "$@"; do
+		command -v "$p" >/dev/null 2>&1 || skip_all "needs $p (make deps)"
+	done
+	[ -x "$NATLAB_TOOLS/prober" ] && [ -x "$NATLAB_TOOLS/delayer" ] ||
+		skip_all "lab tools missing in $NATLAB_TOOLS (make O=$WARP_BUILD natlab)"
+	# A private state directory: a test never takes down a lab someone else started (and
+	# refuses to start while one is up, since the namespace names would clash).
+	export WPG_NATLAB_STATE=/run/wpg-natlab-test.$$
+	trap natlab_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+
+natlab_cleanup() {
+	"$NATLAB" down >/dev/null 2>&1
+	rm -rf "$WPG_NATLAB_STATE"
+}
+
+lab() { "$NATLAB" "$@"; }
+in_ns() {
+	local ns=$1
+	shift
+	"$NATLAB" exec "$ns" "$@"
+}
+
+labenv() {
+	local line
+	while IFS= read -r line; do
+		case $line in WPG_*=*) export "${line%%=*}=$(eval "printf '%s' ${line#*=}")" ;; esac
+	done < <("$NATLAB" env)
+}
+
+quiet() { "$@" >/dev/null 2>&1; }
+kv() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }
+
+# num_between VALUE LOW HIGH (decimals allowed)
+num_between() {
+	[ -n "$1" ] && [ "$(echo "$1 >= $2 && $1 <= $3" | bc)" = 1 ]
+}
