@@ -6,6 +6,7 @@
 #   labenv                      load `natlab env` into the shell (WPG_* variables)
 #   kv KEY TEXT                 value of KEY=... in prober output
 #   quiet CMD...                CMD with its output discarded (for `check "desc" quiet CMD`)
+#   not CMD...                  succeeds when CMD fails (for expected failures)
 NATLAB=$WARP_TOP/selftests/natlab/natlab
 NATLAB_TOOLS=$WARP_BUILD/natlab
 
@@ -17,8 +18,10 @@ natlab_setup() {
 	done
 	[ -x "$NATLAB_TOOLS/prober" ] && [ -x "$NATLAB_TOOLS/delayer" ] ||
 		skip_all "lab tools missing in $NATLAB_TOOLS (make O=$WARP_BUILD natlab)"
-	# A private state directory: a test never takes down a lab someone else started (and
-	# refuses to start while one is up, since the namespace names would clash).
+	# The lab's namespace names are fixed: with another lab up this test cannot run.
+	[ ! -e /run/netns/wpg-inet ] ||
+		skip_all "another NAT lab is up (wpg-inet exists): run 'natlab down' first"
+	# A private state directory: a test never takes down a lab someone else started.
 	export WPG_NATLAB_STATE=/run/wpg-natlab-test.$$
 	trap natlab_cleanup EXIT
 	trap 'exit 130' INT TERM
@@ -44,6 +47,7 @@ labenv() {
 }
 
 quiet() { "$@" >/dev/null 2>&1; }
+not() { ! "$@"; }
 kv() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }
 
 # num_between VALUE LOW HIGH (decimals allowed)
