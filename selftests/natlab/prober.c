@@ -728,8 +728,11 @@ static int cmd_nat(const char *srv1, const char *srv2, int port1, int port2, int
 
 /* ------------------------------------------------------------------ rtt, punch */
 
+#define MAXSAMPLES 4096
+
 struct rtt_stats {
 	double min, max, sum, sum2;
+	double sample[MAXSAMPLES];
 	int n, lost, dup;
 };
 
@@ -741,16 +744,32 @@ static void rtt_add(struct rtt_stats *st, double ms)
 		st->max = ms;
 	st->sum += ms;
 	st->sum2 += ms * ms;
+	if (st->n < MAXSAMPLES)
+		st->sample[st->n] = ms;
 	st->n++;
 }
 
-static int rtt_print(const struct rtt_stats *st)
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median shrugs off the odd scheduling stall of a busy machine; avg and max do not. */
+static int rtt_print(struct rtt_stats *st)
 {
 	double avg = st->n ? st->sum / st->n : 0;
 	double var = st->n ? st->sum2 / st->n - avg * avg : 0;
+	int k = st->n < MAXSAMPLES ? st->n : MAXSAMPLES;
+	double med = 0;
 
-	printf("rtt_ms min=%.3f avg=%.3f max=%.3f mdev=%.3f n=%d lost=%d dup=%d\n", st->min, avg,
-	       st->max, sqrt(var > 0 ? var : 0), st->n, st->lost, st->dup);
+	if (k) {
+		qsort(st->sample, (size_t)k, sizeof(st->sample[0]), cmp_double);
+		med = k % 2 ? st->sample[k / 2] : (st->sample[k / 2 - 1] + st->sample[k / 2]) / 2;
+	}
+	printf("rtt_ms min=%.3f median=%.3f avg=%.3f max=%.3f mdev=%.3f n=%d lost=%d dup=%d\n",
+	       st->min, med, avg, st->max, sqrt(var > 0 ? var : 0), st->n, st->lost, st->dup);
 	return st->n ? 0 : 1;
 }
 
@@ -790,7 +809,7 @@ static int ping_loop(int s, const ss_t *dst, int count, int interval_ms, struct 
 
 static int cmd_rtt(const char *to, int count, int interval_ms)
 {
-	struct rtt_stats st = { 0 };
+	static struct rtt_stats st;
 	ss_t dst;
 	int s;
 
@@ -811,7 +830,7 @@ static int cmd_punch(const char *server, const char *id, const char *peer, bool 
 {
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms, next_reg = 0, next_punch = 0;
 	bool have_peer = false, heard = false, acked = false;
-	struct rtt_stats st = { 0 };
+	static struct rtt_stats st;
 	ss_t srv, peer_ep, from;
 	struct pmsg m;
 	int s, ret = 1;
