@@ -5,6 +5,8 @@
 #   in_ns NAME CMD...           run CMD in a lab namespace (h1a, r1, inet, stun, ...)
 #   labenv                      load `natlab env` into the shell (WPG_* variables)
 #   kv KEY TEXT                 value of KEY=... in prober output
+#   lab_procs / lab_pid NAME    the lab's processes ("name pid ns state") / one pid
+#   json_ok <JSON               valid JSON? (jq or python3; 2 when neither exists)
 #   quiet CMD...                CMD with its output discarded (for `check "desc" quiet CMD`)
 #   not CMD...                  succeeds when CMD fails (for expected failures)
 NATLAB=$WARP_TOP/selftests/natlab/natlab
@@ -44,6 +46,21 @@ labenv() {
 	while IFS= read -r line; do
 		case $line in WPG_*=*) export "${line%%=*}=$(eval "printf '%s' ${line#*=}")" ;; esac
 	done < <("$NATLAB" env)
+}
+
+# Lab processes from `natlab status`: "name pid ns state" per line.
+lab_procs() { "$NATLAB" status | awk '$2 == "pid" { print $1, $3, $4, $5 }'; }
+lab_pid() { lab_procs | awk -v n="$1" '$1 == n { print $2 }'; }
+
+# A JSON checker that the machine has (jq is not among the lab's dependencies).
+json_ok() {
+	if command -v jq >/dev/null; then
+		jq -e . >/dev/null
+	elif command -v python3 >/dev/null; then
+		python3 -m json.tool >/dev/null
+	else
+		return 2
+	fi
 }
 
 quiet() { "$@" >/dev/null 2>&1; }

@@ -5,7 +5,7 @@
 set -u
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
-natlab_setup turnserver mosquitto chronyd jq setpriv
+natlab_setup turnserver mosquitto chronyd setpriv
 
 FOREIGN_NS=wpg-foreign-$$
 ip netns add "$FOREIGN_NS"
@@ -36,10 +36,10 @@ check "natlab up" test $? = 0
 check "every lab namespace has the wpg- prefix" \
 	test -z "$(grep -v '^wpg-' "$WPG_NATLAB_STATE/netns")"
 check "namespaces of the lab exist" test -e /run/netns/wpg-h1b -a -e /run/netns/wpg-r2
-pids_before=$(lab status --json | jq -c '[.processes[].pid]')
+pids_before=$(lab_procs | awk '{print $2}')
 check "identical up is idempotent" grep -q "already up" <<<"$(lab up --servers stun,mqtt port-restricted:2,hairpin symmetric-seq)"
 check "idempotent up kept the same processes" \
-	test "$(lab status --json | jq -c '[.processes[].pid]')" = "$pids_before"
+	test "$(lab_procs | awk '{print $2}')" = "$pids_before"
 
 # exec: short and full names
 check "exec h1a runs in wpg-h1a" test "$(lab exec h1a ip -4 -o addr show dev eth0 | awk '{print $4}')" = 10.1.0.2/24
@@ -56,9 +56,15 @@ done
 check "env: no TURN when not started" not grep -q '^WPG_TURN=' <<<"$env_out"
 check "env is shell-sourceable" bash -c 'set -e -u; eval "$1"; test "$WPG_HOSTS" = "h1a h1b h2a"' _ "$env_out"
 js=$(lab status --json)
-check "status --json is valid JSON" quiet jq -e . <<<"$js"
-check "status --json: 2 sites, 3 hosts" test "$(jq '[.sites[].hosts[]] | length' <<<"$js")" = 3
-check "status --json: every process running" test "$(jq '[.processes[] | select(.running|not)] | length' <<<"$js")" = 0
+json_ok <<<"$js"
+case $? in
+0) ok "status --json is valid JSON" ;;
+2) skip "status --json is valid JSON" "neither jq nor python3 here" ;;
+*) not_ok "status --json is valid JSON" ;;
+esac
+check "status --json: 3 hosts" test "$(grep -o '"netns": "wpg-h' <<<"$js" | wc -l)" = 3
+check "status --json: every process running" not grep -q '"running": false' <<<"$js"
+check "status: every process running" test -z "$(lab_procs | awk '$4 != "running"')"
 check "status (human) lists the sites" grep -q "site 2: wpg-r2 symmetric-seq" <<<"$(lab status)"
 
 # set: change behaviour on a running lab; verify proves the new label
@@ -71,7 +77,7 @@ check "after set, r1 verifies as open" quiet lab verify r1
 check "set refuses to turn a site into cgnat" not quiet lab set r1 cgnat
 
 # down removes everything it made, nothing else
-procs=$(lab status --json | jq -r '.processes[].pid')
+procs=$(lab_procs | awk '{print $2}')
 nslist=$(cat "$WPG_NATLAB_STATE/netns")
 check "natlab down" quiet lab down
 left=0

@@ -38,7 +38,7 @@ echo "# h1a -> internet: $r"
 med=$(sed -n 's/.* median=\([0-9.]*\).*/\1/p' <<<"$r")
 check "host-to-internet RTT across one router is 20 ms + small overhead (median $med ms)" \
 	num_between "${med:-0}" 20 21.5
-pids=$(lab status --json | jq -r '[.processes[] | select(.name|test("^delay"))] | length')
+pids=$(lab_procs | grep -c '^delay')
 check "one delayer process per router ($pids for 3 sites)" test "$pids" = 3
 
 # ---- loss, duplication, reordering on r3's link (an open site: the internet sends straight in)
@@ -81,7 +81,7 @@ b=$(burst)
 echo "# clean: $b"
 check "impairments removed: 500 in order, no duplicates" \
 	grep -q "unique=500 dup=0 reordered=0" <<<"$b"
-pids=$(lab status --json | jq -r '[.processes[] | select(.name=="delay3")] | length')
+pids=$(lab_procs | grep -c '^delay3 ')
 check "no delayer left on r3 without delay or reordering" test "$pids" = 0
 lab down >/dev/null
 

@@ -111,7 +111,7 @@ echo "$ntp" | tail -n 2 | sed 's/^/# /'
 off=$(sed -n 's/.*System clock wrong by \(-\?[0-9.]*\) seconds.*/\1/p' <<<"$ntp")
 check "chrony answers an NTP client behind a symmetric NAT (offset ${off:-none} s)" \
 	num_between "${off:-99}" -0.5 0.5
-pid=$(lab status --json | jq -r '.processes[] | select(.name=="ntp") | .pid')
+pid=$(lab_pid ntp)
 check "chronyd runs with -x (does not touch the clock)" \
 	grep -q -- ' -x ' <<<"$(tr '\0' ' ' <"/proc/$pid/cmdline")"
 
