@@ -6,6 +6,7 @@
 #   labenv                      load `natlab env` into the shell (WPG_* variables)
 #   kv KEY TEXT                 value of KEY=... in prober output
 #   lab_procs / lab_pid NAME    the lab's processes ("name pid ns state") / one pid
+#   alive PID                   a live process (not a zombie)?
 #   json_ok <JSON               valid JSON? (jq or python3; 2 when neither exists)
 #   quiet CMD...                CMD with its output discarded (for `check "desc" quiet CMD`)
 #   not CMD...                  succeeds when CMD fails (for expected failures)
@@ -61,6 +62,13 @@ json_ok() {
 	else
 		return 2
 	fi
+}
+
+# Is PID a live process (zombies, exited but not yet reaped by init, are not)?
+alive() {
+	local st
+	st=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
 }
 
 quiet() { "$@" >/dev/null 2>&1; }

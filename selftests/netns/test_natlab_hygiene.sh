@@ -84,7 +84,7 @@ left=0
 for ns in $nslist; do [ -e "/run/netns/$ns" ] && left=1; done
 check "down removed every lab namespace" test "$left" = 0
 left=0
-for p in $procs; do [ -d "/proc/$p" ] && left=1; done
+for p in $procs; do alive "$p" && left=1; done
 check "down stopped every lab process" test "$left" = 0
 check "down removed the state directory" test ! -e "$WPG_NATLAB_STATE"
 check "a foreign wpg- namespace survives down" test -e "/run/netns/$FOREIGN_NS"
@@ -107,7 +107,7 @@ left=0
 for ns in $nslist; do [ -e "/run/netns/$ns" ] && left=1; done
 check "down after a crash removed every namespace" test "$left" = 0
 left=0
-for p in $procs; do [ -d "/proc/$p" ] && left=1; done
+for p in $procs; do alive "$p" && left=1; done
 check "down after a crash stopped every process" test "$left" = 0
 check "and still left the foreign namespace alone" test -e "/run/netns/$FOREIGN_NS"
 
