@@ -33,7 +33,7 @@
 #define STUN_COOKIE     0x2112A442
 #define STUN_TXID_OFF   8
 /* Binding method, success (0x0101) or error (0x0111) response class. */
-#define STUN_BINDING_RESP_MASK 0xfeef
+#define STUN_BINDING_RESP_MASK 0xffef
 #define STUN_BINDING_RESP      0x0101
 
 struct warp_pkt {
