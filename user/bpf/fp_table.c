@@ -7,9 +7,22 @@
 
 enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_DEAD };
 
+/* Slot: state byte padded to 8, key, value; values stay 8-byte aligned for direct access. */
+#define ROUND8(x) (((x) + 7) & ~(size_t)7)
+
+static size_t key_off(void)
+{
+	return 8;
+}
+
+static size_t val_off(const struct fp_table *t)
+{
+	return 8 + ROUND8(t->ksz);
+}
+
 static size_t slot_size(const struct fp_table *t)
 {
-	return 1 + t->ksz + t->vsz;
+	return val_off(t) + ROUND8(t->vsz);
 }
 
 static uint8_t *slot(const struct fp_table *t, size_t i)
@@ -60,7 +73,7 @@ static size_t find(const struct fp_table *t, const void *key, int *found)
 		if (s[0] == SLOT_DEAD) {
 			if (tomb == SIZE_MAX)
 				tomb = i;
-		} else if (!memcmp(s + 1, key, t->ksz)) {
+		} else if (!memcmp(s + key_off(), key, t->ksz)) {
 			*found = 1;
 			return i;
 		}
@@ -73,7 +86,7 @@ void *fp_table_get(const struct fp_table *t, const void *key)
 	int found;
 	size_t i = find(t, key, &found);
 
-	return found ? slot(t, i) + 1 + t->ksz : NULL;
+	return found ? slot(t, i) + val_off(t) : NULL;
 }
 
 static int grow(struct fp_table *t)
@@ -91,7 +104,7 @@ static int grow(struct fp_table *t)
 		uint8_t *s = slot(t, i);
 
 		if (s[0] == SLOT_LIVE)
-			memcpy(slot(&n, find(&n, s + 1, &found)), s, slot_size(t));
+			memcpy(slot(&n, find(&n, s + key_off(), &found)), s, slot_size(t));
 	}
 	free(t->slots);
 	*t = n;
@@ -119,9 +132,9 @@ int fp_table_put(struct fp_table *t, const void *key, const void *val)
 			t->dead--;
 		t->used++;
 		s[0] = SLOT_LIVE;
-		memcpy(s + 1, key, t->ksz);
+		memcpy(s + key_off(), key, t->ksz);
 	}
-	memcpy(slot(t, i) + 1 + t->ksz, val, t->vsz);
+	memcpy(slot(t, i) + val_off(t), val, t->vsz);
 	return 0;
 }
 

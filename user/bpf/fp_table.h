@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 struct fp_table {
-	uint8_t *slots;   /* cap * (1 + ksz + vsz): state byte, key, value */
+	uint8_t *slots;   /* cap slots: state byte, key, value (8-byte aligned) */
 	size_t cap;       /* power of two */
 	size_t used;      /* live entries */
 	size_t dead;      /* tombstones */
