@@ -195,8 +195,12 @@ static __always_inline void ka_rewrite(struct warp_pkt *p, const struct warp_ka_
 
 static __always_inline void ka_account(struct warp_ka_entry *e)
 {
-	e->last_seen_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&e->answered, 1);
+	/* Liveness needs seconds, not nanoseconds: the coarse clock (jiffies resolution, same
+	 * CLOCK_MONOTONIC base) is several times cheaper to read under a hypervisor.  The
+	 * counter is informational, so a rare lost increment between CPUs answering the same
+	 * pipe is preferred to a locked add on every ping. */
+	e->last_seen_ns = bpf_ktime_get_coarse_ns();
+	e->answered++;
 	count(&ka_stats, WARP_KA_STAT_TX_PONG);
 }
 
