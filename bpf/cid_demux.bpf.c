@@ -15,7 +15,7 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-#define UDP_HLEN 8
+#define UDP_HLEN	    8
 #define CID_DEMUX_MAX_SOCKS 256
 
 struct {

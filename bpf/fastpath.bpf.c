@@ -227,7 +227,8 @@ static __always_inline int classify(struct warp_pkt *p)
 		if ((b0 & WARP_HDR_TYPE_MASK) == WARP_PKT_PING)
 			return -1;
 		count(&ka_stats, WARP_KA_STAT_PASS_NOT_PING);
-		if ((b0 & WARP_HDR_TYPE_MASK) == WARP_PKT_PROBE_REPLY && p->pl_len >= WARP_PROBE_LEN)
+		if ((b0 & WARP_HDR_TYPE_MASK) == WARP_PKT_PROBE_REPLY &&
+		    p->pl_len >= WARP_PROBE_LEN)
 			return probe_match(p, WARP_HDR_LEN, WARP_PROBE_PUNCH);
 		return FP_PASS;
 	}
@@ -305,8 +306,8 @@ int warp_xdp(struct xdp_md *ctx)
 }
 
 /* Linear bytes the TC path needs: Ethernet + IPv6 + UDP + ping. */
-#define TC_PULL_LEN (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct udphdr) + \
-		     WARP_PING_LEN)
+#define TC_PULL_LEN \
+	(sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct udphdr) + WARP_PING_LEN)
 
 SEC("tc")
 int warp_tc(struct __sk_buff *skb)
@@ -341,10 +342,9 @@ int warp_tc(struct __sk_buff *skb)
 	/* The skb helpers know the checksum state: with CHECKSUM_PARTIAL the payload change
 	 * needs no fix, otherwise the field is updated incrementally (zero stays zero). */
 	if (v4)
-		bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), d.old_ttlw,
-				    d.new_ttlw, 2);
-	diff = bpf_csum_diff((__be32 *)d.old_hdr, KA_HDR_SPAN, (__be32 *)d.new_hdr, KA_HDR_SPAN,
-			     0);
+		bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), d.old_ttlw, d.new_ttlw,
+				    2);
+	diff = bpf_csum_diff((__be32 *)d.old_hdr, KA_HDR_SPAN, (__be32 *)d.new_hdr, KA_HDR_SPAN, 0);
 	bpf_l4_csum_replace(skb, l4 + offsetof(struct udphdr, check), 0, diff,
 			    BPF_F_MARK_MANGLED_0);
 	return bpf_redirect(skb->ifindex, 0);

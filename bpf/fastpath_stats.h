@@ -9,17 +9,17 @@
 
 #ifndef WARP_HAVE_PROBE_STATS
 enum warp_probe_stat {
-	WARP_PROBE_STAT_MATCH = 0,  /* reply matched an outstanding id: event emitted */
-	WARP_PROBE_STAT_MISS,       /* STUN response or probe reply with an unknown id */
-	WARP_PROBE_STAT_RB_FULL,    /* matched, but the ring buffer had no room */
+	WARP_PROBE_STAT_MATCH = 0, /* reply matched an outstanding id: event emitted */
+	WARP_PROBE_STAT_MISS,	   /* STUN response or probe reply with an unknown id */
+	WARP_PROBE_STAT_RB_FULL,   /* matched, but the ring buffer had no room */
 	WARP_PROBE_STAT_MAX,
 };
 
 enum warp_cid_stat {
-	WARP_CID_STAT_ROUTED = 0,   /* CID found: steered to its owner */
-	WARP_CID_STAT_UNKNOWN,      /* warpgate packet, CID not routed: default socket */
-	WARP_CID_STAT_NOT_WARP,     /* STUN, TURN, garbage: default socket */
-	WARP_CID_STAT_SELECT_ERR,   /* owner slot empty: default socket */
+	WARP_CID_STAT_ROUTED = 0, /* CID found: steered to its owner */
+	WARP_CID_STAT_UNKNOWN,	  /* warpgate packet, CID not routed: default socket */
+	WARP_CID_STAT_NOT_WARP,	  /* STUN, TURN, garbage: default socket */
+	WARP_CID_STAT_SELECT_ERR, /* owner slot empty: default socket */
 	WARP_CID_STAT_MAX,
 };
 #endif

@@ -23,15 +23,15 @@
 
 #include "fastpath_stats.h"
 
-#define WARP_PONG_TTL   64
-#define IP_MF           0x2000
-#define IP_OFFSET       0x1fff
+#define WARP_PONG_TTL	 64
+#define IP_MF		 0x2000
+#define IP_OFFSET	 0x1fff
 #define NEXTHDR_FRAGMENT 44
 
 /* STUN: 20-byte header, magic cookie at 4, transaction ID at 8 (RFC 5389 section 6). */
-#define STUN_HDR_LEN    20
-#define STUN_COOKIE     0x2112A442
-#define STUN_TXID_OFF   8
+#define STUN_HDR_LEN  20
+#define STUN_COOKIE   0x2112A442
+#define STUN_TXID_OFF 8
 /* Binding method, success (0x0101) or error (0x0111) response class. */
 #define STUN_BINDING_RESP_MASK 0xffef
 #define STUN_BINDING_RESP      0x0101
@@ -42,12 +42,13 @@ struct warp_pkt {
 	struct ethhdr *eth;
 	struct iphdr *ip4;   /* valid when !v6 */
 	struct ipv6hdr *ip6; /* valid when v6 */
-	int v6;              /* a flag, not the pointers: the verifier cannot null-test packet
-			      * pointers, so both branches would be explored */
+	/* A flag rather than null pointers: the verifier cannot null-test a packet pointer
+	 * and would explore both branches. */
+	int v6;
 	struct udphdr *udp;
-	__u8 *pl;            /* UDP payload */
-	__u32 pl_len;        /* from the UDP length field, checked against data_end */
-	__u32 l3_off;        /* offsets from data, for the skb helpers */
+	__u8 *pl;     /* UDP payload */
+	__u32 pl_len; /* from the UDP length field, checked against data_end */
+	__u32 l3_off; /* offsets from data, for the skb helpers */
 	__u32 l4_off;
 };
 
@@ -77,8 +78,7 @@ static __always_inline int warp_parse(struct warp_pkt *p)
 		if (ip->protocol != IPPROTO_UDP)
 			return WARP_KA_STAT_PASS_NOT_UDP;
 		tot = bpf_ntohs(ip->tot_len);
-		if (tot < sizeof(*ip) + sizeof(struct udphdr) ||
-		    (void *)ip + tot > p->data_end)
+		if (tot < sizeof(*ip) + sizeof(struct udphdr) || (void *)ip + tot > p->data_end)
 			return WARP_KA_STAT_PASS_MALFORMED;
 		p->ip4 = ip;
 		p->v6 = 0;

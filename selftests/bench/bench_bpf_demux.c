@@ -53,8 +53,8 @@ enum {
 };
 
 static char ns_a[32], ns_b[32];
-static int pin_cpus;      /* WARP_BENCH_PIN=1: sender on CPU 0, receivers on CPU 1 */
-static int coalesce_us;   /* WARP_BENCH_COALESCE_US: nap after a short batch */
+static int pin_cpus;	/* WARP_BENCH_PIN=1: sender on CPU 0, receivers on CPU 1 */
+static int coalesce_us; /* WARP_BENCH_COALESCE_US: nap after a short batch */
 
 static void pin(int cpu)
 {
@@ -130,8 +130,8 @@ static void cleanup(void)
 {
 	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null",
-		 ns_a, ns_b);
+	snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null", ns_a,
+		 ns_b);
 	if (system(cmd))
 		return;
 }
@@ -148,7 +148,7 @@ struct sender {
 static void *sender_main(void *arg)
 {
 	struct sender *s = arg;
-	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(PORT) };
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(PORT)};
 	static uint8_t bufs[BATCH][PKT];
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
@@ -195,8 +195,8 @@ static void *sender_main(void *arg)
 
 struct worker {
 	pthread_t th;
-	int fd;      /* bpf mode: own socket */
-	int efd;     /* userspace mode: wakeups from the demux thread */
+	int fd;	 /* bpf mode: own socket */
+	int efd; /* userspace mode: wakeups from the demux thread */
 	int index;
 	uint8_t (*ring)[PKT];
 	_Atomic uint32_t head, tail;
@@ -295,7 +295,7 @@ static void *demux_main(void *arg)
 	}
 	pin(1);
 	while (!atomic_load(&stop_recv)) {
-		bool touched[NWORK + 1] = { false };
+		bool touched[NWORK + 1] = {false};
 		int n = recvmmsg(dm->fd, msgs, BATCH, MSG_WAITFORONE, NULL);
 
 		for (i = 0; i < n; i++) {
@@ -331,8 +331,8 @@ static void *demux_main(void *arg)
 
 static int udp_sock(bool reuse)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT) };
-	struct timeval tv = { .tv_usec = 200000 };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(PORT)};
+	struct timeval tv = {.tv_usec = 200000};
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1, rcv = 8 << 20;
 
 	inet_pton(AF_INET, "198.18.2.2", &a.sin_addr);
@@ -356,9 +356,9 @@ struct run {
 static int run_mode(bool bpf, double secs, struct run *r)
 {
 	struct worker w[NWORK + 1];
-	struct demuxer dm = { 0 };
-	struct sender snd = { 0 };
-	int fds[NWORK + 1] = { -1, -1, -1, -1, -1 }, i, nfd = bpf ? NWORK + 1 : 1;
+	struct demuxer dm = {0};
+	struct sender snd = {0};
+	int fds[NWORK + 1] = {-1, -1, -1, -1, -1}, i, nfd = bpf ? NWORK + 1 : 1;
 	struct warp_fp_demux *d = NULL;
 	uint64_t rt0 = 0, rc0 = 0;
 	int err = 0;
@@ -439,7 +439,8 @@ static int run_mode(bool bpf, double secs, struct run *r)
 		memset(&info, 0, sizeof(info));
 		bpf_obj_get_info_by_fd(warp_fp_demux_prog_fd(d), &info, &len);
 		if (info.run_cnt > rc0)
-			r->prog_ns = (double)(info.run_time_ns - rt0) / (double)(info.run_cnt - rc0);
+			r->prog_ns =
+				(double)(info.run_time_ns - rt0) / (double)(info.run_cnt - rc0);
 	}
 	r->sent = snd.sent;
 	r->secs = snd.secs;
@@ -493,15 +494,16 @@ int main(void)
 	if (secs <= 0)
 		secs = 4;
 	pin_cpus = getenv("WARP_BENCH_PIN") && atoi(getenv("WARP_BENCH_PIN"));
-	coalesce_env = getenv("WARP_BENCH_COALESCE_US") ? atoi(getenv("WARP_BENCH_COALESCE_US"))
-						       : -1;
+	coalesce_env =
+		getenv("WARP_BENCH_COALESCE_US") ? atoi(getenv("WARP_BENCH_COALESCE_US")) : -1;
 	libbpf_set_print(NULL);
 	snprintf(ns_a, sizeof(ns_a), "wpb-a-%d", (int)getpid());
 	snprintf(ns_b, sizeof(ns_b), "wpb-b-%d", (int)getpid());
 	snprintf(cmd, sizeof(cmd),
 		 "ip netns add %s && ip netns add %s && "
 		 "ip link add ba netns %s type veth peer name bb netns %s && "
-		 "ip -n %s addr add 198.18.2.1/24 dev ba && ip -n %s addr add 198.18.2.2/24 dev bb && "
+		 "ip -n %s addr add 198.18.2.1/24 dev ba && ip -n %s addr add 198.18.2.2/24 dev bb "
+		 "&& "
 		 "ip -n %s link set ba up && ip -n %s link set bb up",
 		 ns_a, ns_b, ns_a, ns_b, ns_a, ns_b, ns_a, ns_b);
 	atexit(cleanup);
@@ -540,7 +542,8 @@ int main(void)
 		}
 		print_run(&u);
 		print_run(&b);
-		printf("   ratio bpf/userspace right pps: %.2fx (target >= 2x: %s); receive CPU per "
+		printf("   ratio bpf/userspace right pps: %.2fx (target >= 2x: %s); receive CPU "
+		       "per "
 		       "packet %.2fx, all CPU per packet %.2fx lower with bpf; ring drops %llu\n",
 		       pps(&b) / pps(&u), pps(&b) >= 2 * pps(&u) ? "met" : "MISSED",
 		       (u.recv_cpu / (double)u.ok) / (b.recv_cpu / (double)b.ok),

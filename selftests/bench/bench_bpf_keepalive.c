@@ -45,7 +45,7 @@
 
 #define PORT_A 7801
 #define PORT_B 7800
-#define BATCH 64
+#define BATCH  64
 
 static char ns_a[32], ns_b[32];
 static volatile sig_atomic_t stop;
@@ -74,8 +74,8 @@ static void cleanup(void)
 {
 	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null",
-		 ns_a, ns_b);
+	snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null", ns_a,
+		 ns_b);
 	if (system(cmd))
 		return;
 }
@@ -113,9 +113,9 @@ static double proc_cpu_s(void)
 }
 
 struct child_report {
-	double cpu;           /* user+sys between "ready" and SIGTERM (setup excluded) */
-	uint64_t pongs;       /* answered by the responder (kernel or userspace) */
-	uint64_t prog_ns;     /* XDP program run time */
+	double cpu;	  /* user+sys between "ready" and SIGTERM (setup excluded) */
+	uint64_t pongs;	  /* answered by the responder (kernel or userspace) */
+	uint64_t prog_ns; /* XDP program run time */
 	uint64_t prog_runs;
 	int ok;
 };
@@ -124,16 +124,16 @@ struct child_report {
 
 static int responder(bool xdp, uint32_t npipes, int report_fd, int ready_fd)
 {
-	struct warp_fp_opts o = { .flags = WARP_FP_F_NO_PIN | (xdp ? 0 : WARP_FP_F_NO_BPF),
-				  .ka_max_entries = npipes + 16 };
-	struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(PORT_B) };
-	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(PORT_A) };
-	struct child_report rep = { 0 };
+	struct warp_fp_opts o = {.flags = WARP_FP_F_NO_PIN | (xdp ? 0 : WARP_FP_F_NO_BPF),
+				 .ka_max_entries = npipes + 16};
+	struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(PORT_B)};
+	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(PORT_A)};
+	struct child_report rep = {0};
 	static uint8_t in[BATCH][128], out[BATCH][128];
 	struct sockaddr_in src[BATCH];
 	struct mmsghdr rm[BATCH], sm[BATCH];
 	struct iovec riov[BATCH], siov[BATCH];
-	struct sigaction sa = { .sa_handler = on_term };
+	struct sigaction sa = {.sa_handler = on_term};
 	struct warp_fp_stats st;
 	struct warp_fp *fp;
 	uint8_t cid[8], peer_cid[8];
@@ -155,7 +155,8 @@ static int responder(bool xdp, uint32_t npipes, int report_fd, int ready_fd)
 	if (xdp) {
 		err = warp_fp_attach(fp, (int)if_nametoindex("kb"), WARP_FP_ATTACH_NO_TC);
 		if (err != WARP_FP_MODE_XDP) {
-			fprintf(stderr, "XDP attach: %s (%s)\n", strerror(-err), warp_fp_status(fp));
+			fprintf(stderr, "XDP attach: %s (%s)\n", strerror(-err),
+				warp_fp_status(fp));
 			return 1;
 		}
 	}
@@ -180,7 +181,7 @@ static int responder(bool xdp, uint32_t npipes, int report_fd, int ready_fd)
 		rm[i].msg_hdr.msg_name = &src[i];
 	}
 	while (!stop) {
-		struct pollfd p = { .fd = s, .events = POLLIN };
+		struct pollfd p = {.fd = s, .events = POLLIN};
 		int n, k, ns = 0;
 
 		if (poll(&p, 1, 500) <= 0)
@@ -233,12 +234,11 @@ struct result {
 	struct child_report rep;
 };
 
-static int run(bool xdp, uint32_t npipes, double secs, unsigned int interval_ms,
-	       struct result *r)
+static int run(bool xdp, uint32_t npipes, double secs, unsigned int interval_ms, struct result *r)
 {
 	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = XDP_FLAGS_DRV_MODE);
-	struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(PORT_A) };
-	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(PORT_B) };
+	struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(PORT_A)};
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(PORT_B)};
 	static uint8_t pings[BATCH][WARP_PING_LEN], rbuf[BATCH][128];
 	struct mmsghdr sm[BATCH], rm[BATCH];
 	struct iovec siov[BATCH], riov[BATCH];
@@ -392,7 +392,8 @@ int main(void)
 	snprintf(cmd, sizeof(cmd),
 		 "ip netns add %s && ip netns add %s && "
 		 "ip link add ka netns %s type veth peer name kb netns %s && "
-		 "ip -n %s addr add 198.18.3.1/24 dev ka && ip -n %s addr add 198.18.3.2/24 dev kb && "
+		 "ip -n %s addr add 198.18.3.1/24 dev ka && ip -n %s addr add 198.18.3.2/24 dev kb "
+		 "&& "
 		 "ip -n %s link set ka up && ip -n %s link set kb up",
 		 ns_a, ns_b, ns_a, ns_b, ns_a, ns_b, ns_a, ns_b);
 	atexit(cleanup);
@@ -415,14 +416,14 @@ int main(void)
 	printf("== keepalive CPU: %u idle pipes, one ping per pipe every %u ms (%.0f pings/s), "
 	       "%.0f s per mode\n",
 	       npipes, interval_ms, npipes * 1000.0 / interval_ms, secs);
-	printf("%-18s %9s %9s %9s %10s %10s %10s %8s %10s\n", "mode", "pings", "pongs",
-	       "answered", "proc cpu s", "bpf cpu s", "resp cpu s", "ns/ping", "pinger s");
+	printf("%-18s %9s %9s %9s %10s %10s %10s %8s %10s\n", "mode", "pings", "pongs", "answered",
+	       "proc cpu s", "bpf cpu s", "resp cpu s", "ns/ping", "pinger s");
 	ur = u.resp_cpu + u.prog_cpu;
 	xr = x.resp_cpu + x.prog_cpu;
 	print_row(&u, ur);
 	print_row(&x, xr);
-	printf("ratio responder CPU userspace/xdp: %.1fx (target >= 10x: %s)\n", xr > 0 ? ur / xr : 0,
-	       xr > 0 && ur / xr >= 10 ? "met" : "MISSED");
+	printf("ratio responder CPU userspace/xdp: %.1fx (target >= 10x: %s)\n",
+	       xr > 0 ? ur / xr : 0, xr > 0 && ur / xr >= 10 ? "met" : "MISSED");
 	printf("resp cpu = responder process user+sys while serving (setup excluded) + XDP program "
 	       "run time (bpf_stats).\npinger s = the pinger thread, which also runs the veth "
 	       "receive softirq of both directions (so the socket\ndelivery of userspace answers "

@@ -36,10 +36,10 @@
 
 #define TARGET_NS 100.0
 
-static const uint8_t CID_B[8] = { 0xb0, 1, 2, 3, 4, 5, 6, 7 };
-static const uint8_t CID_A[8] = { 0xa0, 9, 8, 7, 6, 5, 4, 3 };
-static const uint8_t TXID[12] = { 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
-				  0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc };
+static const uint8_t CID_B[8] = {0xb0, 1, 2, 3, 4, 5, 6, 7};
+static const uint8_t CID_A[8] = {0xa0, 9, 8, 7, 6, 5, 4, 3};
+static const uint8_t TXID[12] = {0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+				 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc};
 
 struct prog_time {
 	uint64_t run_ns, run_cnt;
@@ -49,7 +49,7 @@ static struct prog_time prog_time(int fd)
 {
 	struct bpf_prog_info info;
 	uint32_t len = sizeof(info);
-	struct prog_time t = { 0 };
+	struct prog_time t = {0};
 
 	memset(&info, 0, sizeof(info));
 	if (!bpf_obj_get_info_by_fd(fd, &info, &len)) {
@@ -92,7 +92,7 @@ static uint16_t fold(uint32_t s)
 static size_t frame(uint8_t *f, int family, const uint8_t *pl, size_t plen, bool partial)
 {
 	size_t l3 = family == 4 ? 20 : 40, ulen = 8 + plen;
-	uint8_t *ip = f + 14, *udp = ip + l3, sa[16] = { 0 }, da[16] = { 0 };
+	uint8_t *ip = f + 14, *udp = ip + l3, sa[16] = {0}, da[16] = {0};
 	uint32_t ps;
 	uint16_t c;
 
@@ -145,7 +145,7 @@ static struct fastpath_bpf *fp_skel;
 
 static void rearm_probe(void)
 {
-	struct warp_probe_val v = { .cookie = 1, .sent_ns = 1 };
+	struct warp_probe_val v = {.cookie = 1, .sent_ns = 1};
 
 	bpf_map_update_elem(bpf_map__fd(fp_skel->maps.probe_map), TXID, &v, BPF_ANY);
 }
@@ -201,17 +201,19 @@ static void row(const char *prog, const char *path, const char *verdict, const s
 		snprintf(run, sizeof(run), "%.1f", r->run_ns);
 	printf("%-14s %-34s %-10s %8.1f %8.1f %8s %8.2f  %s\n", prog, path, verdict, r->prog_ns,
 	       r->prog_ns - baseline_ns, run, r->prog_ns > 0 ? 1000.0 / r->prog_ns : 0,
-	       !target ? "" : r->prog_ns < TARGET_NS ? "< 100 ns: met" : "< 100 ns: MISSED");
+	       !target			? ""
+	       : r->prog_ns < TARGET_NS ? "< 100 ns: met"
+					: "< 100 ns: MISSED");
 }
 
 /* SK_REUSEPORT: real datagrams on loopback, program time from bpf_stats. */
 static int demux_time(struct result *r, uint32_t *insns)
 {
 	enum { NS = 5, N = 20000 };
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(7600) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(7600)};
 	struct warp_fp_demux *d = NULL;
 	int fds[NS], snd, i, one = 1, err = 0, rcv = 8 << 20;
-	uint8_t pkt[64] = { 0 }, cid[8] = { 0xc1 }, buf[64];
+	uint8_t pkt[64] = {0}, cid[8] = {0xc1}, buf[64];
 	struct prog_time t0, t1;
 
 	if (unshare(CLONE_NEWNET) || system("ip link set lo up"))
@@ -264,7 +266,7 @@ out:
 int main(int argc, char **argv)
 {
 	int runs = argc > 1 ? atoi(argv[1]) : 20000, repeat = 1000000, stats_fd, xdp, tc, err;
-	struct warp_ka_entry e = { 0 };
+	struct warp_ka_entry e = {0};
 	uint8_t pl[64], pkt[256];
 	struct xdp_pass_bpf *pass = NULL;
 	struct ring_buffer *rb = NULL;

@@ -33,11 +33,11 @@ static struct ring_buffer *rb;
 static struct warp_probe_event last_ev;
 static int n_ev;
 
-static const uint8_t CID_B[8] = { 0xb0, 1, 2, 3, 4, 5, 6, 7 };  /* ours (receiver) */
-static const uint8_t CID_A[8] = { 0xa0, 9, 8, 7, 6, 5, 4, 3 };  /* the pinger's */
-static const uint8_t CID_X[8] = { 0xee, 0, 0, 0, 0, 0, 0, 1 };  /* nobody's */
-static const uint8_t NONCE[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
-static const uint8_t AUTH[16] = { 0xaa, 0xbb, 0xcc, 0xdd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+static const uint8_t CID_B[8] = {0xb0, 1, 2, 3, 4, 5, 6, 7}; /* ours (receiver) */
+static const uint8_t CID_A[8] = {0xa0, 9, 8, 7, 6, 5, 4, 3}; /* the pinger's */
+static const uint8_t CID_X[8] = {0xee, 0, 0, 0, 0, 0, 0, 1}; /* nobody's */
+static const uint8_t NONCE[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const uint8_t AUTH[16] = {0xaa, 0xbb, 0xcc, 0xdd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
 #define PORT_A 7001
 #define PORT_B 7000
 
@@ -49,17 +49,17 @@ struct ka_case {
 	enum pkt_csum csum;
 	void (*mutate)(struct pkt_spec *s, uint8_t *pl, size_t *plen);
 	void (*mutate_frame)(uint8_t *f, size_t *len);
-	int entry_flags;   /* 0: default active entry; -1: no entry */
-	bool pong;         /* expect the rewritten pong (else: untouched) */
+	int entry_flags; /* 0: default active entry; -1: no entry */
+	bool pong;	 /* expect the rewritten pong (else: untouched) */
 	bool drop;
-	int stat;          /* counter expected to move by one */
+	int stat;	   /* counter expected to move by one */
 	unsigned int runs; /* DO_* */
 };
 
 static void base_spec(struct pkt_spec *s, int family, enum pkt_csum csum)
 {
-	static const uint8_t mac_a[6] = { 0x02, 0, 0, 0, 0, 0xa };
-	static const uint8_t mac_b[6] = { 0x02, 0, 0, 0, 0, 0xb };
+	static const uint8_t mac_a[6] = {0x02, 0, 0, 0, 0, 0xa};
+	static const uint8_t mac_b[6] = {0x02, 0, 0, 0, 0, 0xb};
 
 	memset(s, 0, sizeof(*s));
 	s->family = family;
@@ -98,7 +98,7 @@ static void peer_sockaddr(int family, struct sockaddr_storage *ss, const struct 
 
 static void put_entry(int map_fd, int family, int flags)
 {
-	struct warp_ka_entry e = { 0 };
+	struct warp_ka_entry e = {0};
 	struct pkt_spec s;
 
 	base_spec(&s, family, PKT_CSUM_FULL);
@@ -117,8 +117,8 @@ static void put_entry(int map_fd, int family, int flags)
 
 static void reset_maps(void)
 {
-	int fds[] = { bpf_map__fd(skel->maps.ka_stats), bpf_map__fd(skel->maps.probe_stats) };
-	uint64_t zero[512] = { 0 };
+	int fds[] = {bpf_map__fd(skel->maps.ka_stats), bpf_map__fd(skel->maps.probe_stats)};
+	uint64_t zero[512] = {0};
 	uint32_t k;
 	unsigned int i;
 
@@ -243,73 +243,73 @@ static void f_cut_ip(uint8_t *f, size_t *len)
 }
 
 static const struct ka_case ka_cases[] = {
-	{ "v4 ping, full csum -> pong", 4, PKT_CSUM_FULL, NULL, NULL, 0, true, false,
-	  WARP_KA_STAT_TX_PONG, DO_ALL },
-	{ "v6 ping, full csum -> pong", 6, PKT_CSUM_FULL, NULL, NULL, 0, true, false,
-	  WARP_KA_STAT_TX_PONG, DO_ALL },
-	{ "v4 ping, partial csum -> pong with full csum", 4, PKT_CSUM_PARTIAL, NULL, NULL, 0,
-	  true, false, WARP_KA_STAT_TX_PONG, DO_XDP | DO_USER },
-	{ "v6 ping, partial csum -> pong with full csum", 6, PKT_CSUM_PARTIAL, NULL, NULL, 0,
-	  true, false, WARP_KA_STAT_TX_PONG, DO_XDP | DO_USER },
-	{ "v4 ping, zero csum -> pong with zero csum", 4, PKT_CSUM_ZERO, NULL, NULL, 0, true,
-	  false, WARP_KA_STAT_TX_PONG, DO_ALL },
-	{ "v6 ping, zero csum (invalid) -> pass", 6, PKT_CSUM_ZERO, NULL, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v4 unknown CID -> pass", 4, PKT_CSUM_FULL, m_bad_cid, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL },
-	{ "v6 unknown CID -> pass", 6, PKT_CSUM_FULL, m_bad_cid, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL },
-	{ "v4 no map entry -> pass", 4, PKT_CSUM_FULL, NULL, NULL, -1, false, false,
-	  WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL },
-	{ "v4 inactive entry -> pass", 4, PKT_CSUM_FULL, NULL, NULL, 2, false, false,
-	  WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL },
-	{ "v4 other local port -> pass", 4, PKT_CSUM_FULL, m_wrong_dst_port, NULL, 0, false,
-	  false, WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL },
-	{ "v4 wrong source address -> drop", 4, PKT_CSUM_FULL, m_wrong_src_addr, NULL, 0,
-	  false, true, WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL },
-	{ "v6 wrong source address -> drop", 6, PKT_CSUM_FULL, m_wrong_src_addr, NULL, 0,
-	  false, true, WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL },
-	{ "v4 wrong source port -> drop", 4, PKT_CSUM_FULL, m_wrong_src_port, NULL, 0, false,
-	  true, WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL },
-	{ "v4 ping one byte short -> pass", 4, PKT_CSUM_FULL, m_short_ping, NULL, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_ALL },
-	{ "v4 ping with trailing bytes -> pass", 4, PKT_CSUM_FULL, m_long_ping, NULL, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_ALL },
-	{ "v4 truncated UDP header -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_udp, 0, false, false,
-	  WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v4 truncated payload -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_payload, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v6 truncated payload -> pass", 6, PKT_CSUM_FULL, NULL, f_cut_payload, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v4 UDP length beyond IP -> pass", 4, PKT_CSUM_FULL, NULL, f_udp_len_big, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v6 UDP length beyond IP -> pass", 6, PKT_CSUM_FULL, NULL, f_udp_len_big, 0, false,
-	  false, WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
+	{"v4 ping, full csum -> pong", 4, PKT_CSUM_FULL, NULL, NULL, 0, true, false,
+	 WARP_KA_STAT_TX_PONG, DO_ALL},
+	{"v6 ping, full csum -> pong", 6, PKT_CSUM_FULL, NULL, NULL, 0, true, false,
+	 WARP_KA_STAT_TX_PONG, DO_ALL},
+	{"v4 ping, partial csum -> pong with full csum", 4, PKT_CSUM_PARTIAL, NULL, NULL, 0, true,
+	 false, WARP_KA_STAT_TX_PONG, DO_XDP | DO_USER},
+	{"v6 ping, partial csum -> pong with full csum", 6, PKT_CSUM_PARTIAL, NULL, NULL, 0, true,
+	 false, WARP_KA_STAT_TX_PONG, DO_XDP | DO_USER},
+	{"v4 ping, zero csum -> pong with zero csum", 4, PKT_CSUM_ZERO, NULL, NULL, 0, true, false,
+	 WARP_KA_STAT_TX_PONG, DO_ALL},
+	{"v6 ping, zero csum (invalid) -> pass", 6, PKT_CSUM_ZERO, NULL, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v4 unknown CID -> pass", 4, PKT_CSUM_FULL, m_bad_cid, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL},
+	{"v6 unknown CID -> pass", 6, PKT_CSUM_FULL, m_bad_cid, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL},
+	{"v4 no map entry -> pass", 4, PKT_CSUM_FULL, NULL, NULL, -1, false, false,
+	 WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL},
+	{"v4 inactive entry -> pass", 4, PKT_CSUM_FULL, NULL, NULL, 2, false, false,
+	 WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL},
+	{"v4 other local port -> pass", 4, PKT_CSUM_FULL, m_wrong_dst_port, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_UNKNOWN_CID, DO_ALL},
+	{"v4 wrong source address -> drop", 4, PKT_CSUM_FULL, m_wrong_src_addr, NULL, 0, false,
+	 true, WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL},
+	{"v6 wrong source address -> drop", 6, PKT_CSUM_FULL, m_wrong_src_addr, NULL, 0, false,
+	 true, WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL},
+	{"v4 wrong source port -> drop", 4, PKT_CSUM_FULL, m_wrong_src_port, NULL, 0, false, true,
+	 WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL},
+	{"v4 ping one byte short -> pass", 4, PKT_CSUM_FULL, m_short_ping, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
+	{"v4 ping with trailing bytes -> pass", 4, PKT_CSUM_FULL, m_long_ping, NULL, 0, false,
+	 false, WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
+	{"v4 truncated UDP header -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_udp, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v4 truncated payload -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_payload, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v6 truncated payload -> pass", 6, PKT_CSUM_FULL, NULL, f_cut_payload, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v4 UDP length beyond IP -> pass", 4, PKT_CSUM_FULL, NULL, f_udp_len_big, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v6 UDP length beyond IP -> pass", 6, PKT_CSUM_FULL, NULL, f_udp_len_big, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
 	/* BPF_PROG_RUN refuses this frame for TC (and so does the stack before TC) */
-	{ "v4 truncated IP header -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_ip, 0, false, false,
-	  WARP_KA_STAT_PASS_MALFORMED, DO_XDP },
-	{ "v4 IP options -> pass", 4, PKT_CSUM_FULL, m_ip_options, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC },
-	{ "v4 first fragment (MF) -> pass", 4, PKT_CSUM_FULL, m_frag_mf, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC },
-	{ "v4 later fragment -> pass", 4, PKT_CSUM_FULL, m_frag_off, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC },
-	{ "v6 fragment header -> pass", 6, PKT_CSUM_FULL, m_v6_frag, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC },
-	{ "v4 TCP -> pass", 4, PKT_CSUM_FULL, m_tcp, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_UDP, DO_XDP | DO_TC },
-	{ "ARP ethertype -> pass", 4, PKT_CSUM_FULL, m_arp, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_UDP, DO_XDP | DO_TC },
-	{ "v4 DATA packet -> pass", 4, PKT_CSUM_FULL, m_data_type, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_PING, DO_ALL },
-	{ "v4 PONG is never answered -> pass", 4, PKT_CSUM_FULL, m_pong_type, NULL, 0, false,
-	  false, WARP_KA_STAT_PASS_NOT_PING, DO_ALL },
-	{ "v4 wire version 2 -> pass", 4, PKT_CSUM_FULL, m_version2, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_WARP, DO_ALL },
-	{ "v4 TURN ChannelData -> pass", 4, PKT_CSUM_FULL, m_turn_chan, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_WARP, DO_ALL },
-	{ "v4 empty UDP -> pass", 4, PKT_CSUM_FULL, m_empty, NULL, 0, false, false,
-	  WARP_KA_STAT_PASS_NOT_WARP, DO_ALL },
+	{"v4 truncated IP header -> pass", 4, PKT_CSUM_FULL, NULL, f_cut_ip, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP},
+	{"v4 IP options -> pass", 4, PKT_CSUM_FULL, m_ip_options, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_XDP | DO_TC},
+	{"v4 first fragment (MF) -> pass", 4, PKT_CSUM_FULL, m_frag_mf, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC},
+	{"v4 later fragment -> pass", 4, PKT_CSUM_FULL, m_frag_off, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC},
+	{"v6 fragment header -> pass", 6, PKT_CSUM_FULL, m_v6_frag, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_FRAGMENT, DO_XDP | DO_TC},
+	{"v4 TCP -> pass", 4, PKT_CSUM_FULL, m_tcp, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_UDP, DO_XDP | DO_TC},
+	{"ARP ethertype -> pass", 4, PKT_CSUM_FULL, m_arp, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_UDP, DO_XDP | DO_TC},
+	{"v4 DATA packet -> pass", 4, PKT_CSUM_FULL, m_data_type, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_PING, DO_ALL},
+	{"v4 PONG is never answered -> pass", 4, PKT_CSUM_FULL, m_pong_type, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_PING, DO_ALL},
+	{"v4 wire version 2 -> pass", 4, PKT_CSUM_FULL, m_version2, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_WARP, DO_ALL},
+	{"v4 TURN ChannelData -> pass", 4, PKT_CSUM_FULL, m_turn_chan, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_WARP, DO_ALL},
+	{"v4 empty UDP -> pass", 4, PKT_CSUM_FULL, m_empty, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_NOT_WARP, DO_ALL},
 };
 
 /* Builds the input frame of a case and the frame it must turn into when answered. */
@@ -389,7 +389,7 @@ static void run_kernel(const struct ka_case *c, int prog_fd, bool tc)
 
 static void run_user(const struct ka_case *c)
 {
-	struct warp_fp_opts o = { .flags = WARP_FP_F_NO_BPF };
+	struct warp_fp_opts o = {.flags = WARP_FP_F_NO_BPF};
 	uint8_t in[256], want[256], pl[256], reply[256];
 	size_t in_len, want_len, plen, rlen = sizeof(reply), off;
 	struct sockaddr_storage src;
@@ -414,8 +414,7 @@ static void run_user(const struct ka_case *c)
 	build_case(c, in, &in_len, want, &want_len, &spec, pl, &plen);
 	peer_sockaddr(c->family, &src, &spec);
 	off = pkt_payload_off(&spec);
-	v = warp_fp_input(fp, in + off, plen, (struct sockaddr *)&src, spec.dport, 0, reply,
-			  &rlen);
+	v = warp_fp_input(fp, in + off, plen, (struct sockaddr *)&src, spec.dport, 0, reply, &rlen);
 	assert_int_equal(v, c->pong ? WARP_FP_REPLY : c->drop ? WARP_FP_DROP : WARP_FP_PASS);
 	assert_int_equal(warp_fp_stats(fp, &st), 0);
 	assert_int_equal(st.ka[c->stat], 1);
@@ -452,7 +451,7 @@ static int on_event(void *ctx, void *data, size_t len)
 
 static void probe_put(const uint8_t id[12], uint64_t cookie, uint64_t sent)
 {
-	struct warp_probe_val v = { .cookie = cookie, .sent_ns = sent };
+	struct warp_probe_val v = {.cookie = cookie, .sent_ns = sent};
 
 	assert_int_equal(bpf_map_update_elem(bpf_map__fd(skel->maps.probe_map), id, &v, BPF_ANY),
 			 0);
@@ -490,11 +489,11 @@ static void run_probe(int prog_fd, const uint8_t *f, size_t len, uint32_t want_r
 
 static void test_probe_stun(void **state)
 {
-	static const uint8_t txid[12] = { 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
-					  0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc };
-	int progs[2] = { bpf_program__fd(skel->progs.warp_xdp),
-			 bpf_program__fd(skel->progs.warp_tc) };
-	uint32_t pass[2] = { XDP_PASS, TC_ACT_OK };
+	static const uint8_t txid[12] = {0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+					 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc};
+	int progs[2] = {bpf_program__fd(skel->progs.warp_xdp),
+			bpf_program__fd(skel->progs.warp_tc)};
+	uint32_t pass[2] = {XDP_PASS, TC_ACT_OK};
 	uint8_t pl[20], f[256];
 	struct pkt_spec s;
 	size_t len;
@@ -562,10 +561,10 @@ static void test_probe_stun(void **state)
 
 static void test_probe_punch(void **state)
 {
-	static const uint8_t nonce[12] = { 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0xfe, 0xfd };
-	int progs[2] = { bpf_program__fd(skel->progs.warp_xdp),
-			 bpf_program__fd(skel->progs.warp_tc) };
-	uint32_t pass[2] = { XDP_PASS, TC_ACT_OK };
+	static const uint8_t nonce[12] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0xfe, 0xfd};
+	int progs[2] = {bpf_program__fd(skel->progs.warp_xdp),
+			bpf_program__fd(skel->progs.warp_tc)};
+	uint32_t pass[2] = {XDP_PASS, TC_ACT_OK};
 	uint8_t pl[WARP_PROBE_LEN], f[256];
 	struct pkt_spec s;
 	size_t len;
@@ -606,9 +605,9 @@ static void user_ev_cb(const struct warp_probe_event *ev, void *user)
 
 static void test_probe_user(void **state)
 {
-	static const uint8_t txid[12] = { 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144 };
-	struct warp_fp_opts o = { .flags = WARP_FP_F_NO_BPF, .probe_cb = user_ev_cb };
-	struct sockaddr_in6 src = { .sin6_family = AF_INET6, .sin6_port = htons(3478) };
+	static const uint8_t txid[12] = {1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144};
+	struct warp_fp_opts o = {.flags = WARP_FP_F_NO_BPF, .probe_cb = user_ev_cb};
+	struct sockaddr_in6 src = {.sin6_family = AF_INET6, .sin6_port = htons(3478)};
 	struct warp_fp *fp = warp_fp_new(&o);
 	uint8_t pl[20];
 
@@ -617,17 +616,17 @@ static void test_probe_user(void **state)
 	assert_int_equal(warp_fp_probe_add(fp, txid, 5, 100), 0);
 	pkt_stun(pl, 0x0101, txid);
 	n_ev = 0;
-	assert_int_equal(warp_fp_input(fp, pl, sizeof(pl), (struct sockaddr *)&src, 40000, 999,
-				       NULL, NULL),
-			 WARP_FP_EVENT);
+	assert_int_equal(
+		warp_fp_input(fp, pl, sizeof(pl), (struct sockaddr *)&src, 40000, 999, NULL, NULL),
+		WARP_FP_EVENT);
 	assert_int_equal(n_ev, 1);
 	assert_int_equal(last_ev.family, 6);
 	assert_int_equal(last_ev.rx_ns, 999);
 	assert_int_equal(last_ev.cookie, 5);
 	assert_int_equal(ntohs(last_ev.dst_port_be), 40000);
-	assert_int_equal(warp_fp_input(fp, pl, sizeof(pl), (struct sockaddr *)&src, 40000, 999,
-				       NULL, NULL),
-			 WARP_FP_PASS);
+	assert_int_equal(
+		warp_fp_input(fp, pl, sizeof(pl), (struct sockaddr *)&src, 40000, 999, NULL, NULL),
+		WARP_FP_PASS);
 	assert_int_equal(n_ev, 1);
 	warp_fp_free(fp);
 }
@@ -635,7 +634,7 @@ static void test_probe_user(void **state)
 /* Every object of bpf/ loads on this kernel. */
 static void test_objects_load(void **state)
 {
-	const char *names[] = { "fastpath", "cid_demux", "xdp_pass" };
+	const char *names[] = {"fastpath", "cid_demux", "xdp_pass"};
 	const char *build = getenv("WARP_BUILD");
 	char path[512];
 	unsigned int i;

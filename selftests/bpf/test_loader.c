@@ -35,13 +35,13 @@
 
 static char pin_root[64];
 
-static const uint8_t CID_B[8] = { 0xb0, 1, 2, 3, 4, 5, 6, 7 };
-static const uint8_t CID_A[8] = { 0xa0, 9, 8, 7, 6, 5, 4, 3 };
+static const uint8_t CID_B[8] = {0xb0, 1, 2, 3, 4, 5, 6, 7};
+static const uint8_t CID_A[8] = {0xa0, 9, 8, 7, 6, 5, 4, 3};
 
 static int udp_sock(uint16_t port, bool reuseport)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct timeval tv = { .tv_sec = 1 };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct timeval tv = {.tv_sec = 1};
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1;
 
 	assert_true(s >= 0);
@@ -55,7 +55,7 @@ static int udp_sock(uint16_t port, bool reuseport)
 
 static struct sockaddr_in lo_addr(uint16_t port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	return a;
@@ -63,7 +63,7 @@ static struct sockaddr_in lo_addr(uint16_t port)
 
 static bool readable(int s, int ms)
 {
-	struct pollfd p = { .fd = s, .events = POLLIN };
+	struct pollfd p = {.fd = s, .events = POLLIN};
 
 	return poll(&p, 1, ms) == 1;
 }
@@ -85,8 +85,7 @@ static bool tc_filter_present(int ifindex)
 
 static struct warp_fp *fp_new(const char *name, warp_fp_probe_cb cb, void *user)
 {
-	struct warp_fp_opts o = { .name = name, .pin_root = pin_root, .probe_cb = cb,
-				  .user = user };
+	struct warp_fp_opts o = {.name = name, .pin_root = pin_root, .probe_cb = cb, .user = user};
 
 	return warp_fp_new(&o);
 }
@@ -96,7 +95,7 @@ static void test_tc_lo_keepalive(void **state)
 {
 	struct sockaddr_in pa = lo_addr(7101), pb = lo_addr(7100);
 	uint8_t ping[WARP_PING_LEN], want[WARP_PING_LEN], buf[128];
-	uint8_t nonce[8] = { 1, 1, 1, 1, 2, 2, 2, 2 }, auth[16] = { 7 };
+	uint8_t nonce[8] = {1, 1, 1, 1, 2, 2, 2, 2}, auth[16] = {7};
 	int a = udp_sock(7101, false), b = udp_sock(7100, false);
 	struct warp_fp_stats st;
 	struct warp_ka_entry e;
@@ -120,9 +119,9 @@ static void test_tc_lo_keepalive(void **state)
 	for (i = 0; i < 3; i++) {
 		pkt_ping(ping, CID_B, (uint64_t)i, nonce, auth);
 		pkt_pong(want, ping, CID_A);
-		assert_int_equal(sendto(a, ping, sizeof(ping), 0, (struct sockaddr *)&pb,
-					sizeof(pb)),
-				 sizeof(ping));
+		assert_int_equal(
+			sendto(a, ping, sizeof(ping), 0, (struct sockaddr *)&pb, sizeof(pb)),
+			sizeof(ping));
 		n = recv(a, buf, sizeof(buf), 0);
 		assert_int_equal(n, WARP_PING_LEN);
 		assert_memory_equal(buf, want, WARP_PING_LEN);
@@ -138,9 +137,9 @@ static void test_tc_lo_keepalive(void **state)
 	{
 		int c = udp_sock(7102, false);
 
-		assert_int_equal(sendto(c, ping, sizeof(ping), 0, (struct sockaddr *)&pb,
-					sizeof(pb)),
-				 sizeof(ping));
+		assert_int_equal(
+			sendto(c, ping, sizeof(ping), 0, (struct sockaddr *)&pb, sizeof(pb)),
+			sizeof(ping));
 		assert_false(readable(c, 100));
 		assert_false(readable(b, 10));
 		close(c);
@@ -172,7 +171,7 @@ static void on_ev(const struct warp_probe_event *ev, void *user)
 
 static void test_tc_lo_probe_event(void **state)
 {
-	static const uint8_t txid[12] = { 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8 };
+	static const uint8_t txid[12] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8};
 	struct sockaddr_in pb = lo_addr(7200);
 	int srv = udp_sock(7201, false), b = udp_sock(7200, false), i;
 	struct warp_fp *fp = fp_new("probe", on_ev, NULL);
@@ -376,7 +375,7 @@ static void test_demux_lo(void **state)
 
 static void test_status_off(void **state)
 {
-	struct warp_fp_opts o = { .flags = WARP_FP_F_NO_BPF };
+	struct warp_fp_opts o = {.flags = WARP_FP_F_NO_BPF};
 	struct warp_fp *fp = warp_fp_new(&o);
 	char reason[96];
 
@@ -406,12 +405,9 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_status_off),
-		cmocka_unit_test(test_tc_lo_keepalive),
-		cmocka_unit_test(test_tc_lo_probe_event),
-		cmocka_unit_test(test_xdp_veth),
-		cmocka_unit_test(test_stale_cleanup),
-		cmocka_unit_test(test_demux_lo),
+		cmocka_unit_test(test_status_off),	  cmocka_unit_test(test_tc_lo_keepalive),
+		cmocka_unit_test(test_tc_lo_probe_event), cmocka_unit_test(test_xdp_veth),
+		cmocka_unit_test(test_stale_cleanup),	  cmocka_unit_test(test_demux_lo),
 	};
 
 	bpf_test_require_root();

@@ -68,7 +68,7 @@ int bpf_test_sh(const char *fmt, ...)
 uint64_t bpf_test_percpu_sum(int map_fd, uint32_t key)
 {
 	int n = libbpf_num_possible_cpus(), i;
-	uint64_t vals[512] = { 0 }, s = 0;
+	uint64_t vals[512] = {0}, s = 0;
 
 	if (n <= 0 || n > 512 || bpf_map_lookup_elem(map_fd, &key, vals))
 		return 0;

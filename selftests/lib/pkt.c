@@ -7,10 +7,10 @@
 
 #include "pkt.h"
 
-#define ETH_HLEN 14
-#define IP6_HLEN 40
+#define ETH_HLEN   14
+#define IP6_HLEN   40
 #define FRAG6_HLEN 8
-#define UDP_HLEN 8
+#define UDP_HLEN   8
 
 void pkt_addr4(uint8_t out[16], uint8_t a, uint8_t b, uint8_t c, uint8_t d)
 {

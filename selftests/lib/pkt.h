@@ -19,18 +19,18 @@ enum pkt_csum {
 };
 
 struct pkt_spec {
-	int family;            /* 4 or 6 */
+	int family; /* 4 or 6 */
 	uint8_t smac[6], dmac[6];
-	uint8_t saddr[16];     /* IPv4 in the first 4 bytes */
+	uint8_t saddr[16]; /* IPv4 in the first 4 bytes */
 	uint8_t daddr[16];
 	uint16_t sport, dport; /* host order */
-	uint8_t ttl;           /* 0: 64 */
+	uint8_t ttl;	       /* 0: 64 */
 	enum pkt_csum csum;
-	int ip_options;        /* IPv4: add this many 4-byte NOP words (ihl > 5) */
-	uint16_t frag;         /* IPv4 frag_off field (host order: MF 0x2000 | offset) */
-	bool v6_frag_hdr;      /* IPv6: insert a fragment header */
-	uint8_t proto;         /* 0: UDP */
-	uint16_t ethertype;    /* 0: from family */
+	int ip_options;	    /* IPv4: add this many 4-byte NOP words (ihl > 5) */
+	uint16_t frag;	    /* IPv4 frag_off field (host order: MF 0x2000 | offset) */
+	bool v6_frag_hdr;   /* IPv6: insert a fragment header */
+	uint8_t proto;	    /* 0: UDP */
+	uint16_t ethertype; /* 0: from family */
 };
 
 /* IPv4 198.18.0.x or IPv6 2001:db8::x style helpers for specs. */

@@ -82,8 +82,9 @@ static int parse_ep(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[128];
 	const char *colon = strrchr(s, ':');
-	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
-				  .ai_socktype = SOCK_DGRAM }, *res;
+	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+				 .ai_socktype = SOCK_DGRAM},
+			*res;
 	size_t hl;
 
 	if (!colon)
@@ -138,8 +139,9 @@ static int bound_socket(const struct args *a, struct sockaddr_storage *peer, soc
 
 static int run_responder(const struct args *a)
 {
-	struct warp_fp_opts o = { .name = a->name, .pin_root = a->pin_root,
-				  .flags = a->no_bpf ? WARP_FP_F_NO_BPF : 0 };
+	struct warp_fp_opts o = {.name = a->name,
+				 .pin_root = a->pin_root,
+				 .flags = a->no_bpf ? WARP_FP_F_NO_BPF : 0};
 	struct sockaddr_storage peer, src;
 	socklen_t plen, slen;
 	uint8_t buf[2048], reply[2048];
@@ -180,7 +182,7 @@ static int run_responder(const struct args *a)
 		}
 	}
 	while (!stop) {
-		struct pollfd p = { .fd = s, .events = POLLIN };
+		struct pollfd p = {.fd = s, .events = POLLIN};
 		size_t rlen = sizeof(reply);
 		ssize_t n;
 
@@ -224,7 +226,7 @@ static int run_pinger(const struct args *a)
 {
 	struct sockaddr_storage peer;
 	struct xdp_pass_bpf *xp = NULL;
-	uint8_t (*sent)[WARP_PING_LEN] = NULL;
+	uint8_t(*sent)[WARP_PING_LEN] = NULL;
 	uint8_t buf[2048];
 	socklen_t plen;
 	int s, i, pongs = 0, bad = 0, link = -1, rc = 1;
@@ -255,13 +257,12 @@ static int run_pinger(const struct args *a)
 		p[WARP_PN_OFF + 6] = (uint8_t)(i >> 8);
 		randombytes_buf(p + WARP_HDR_LEN, WARP_PING_NONCE_LEN);
 		make_auth(p + WARP_HDR_LEN + WARP_PING_NONCE_LEN, p);
-		if (sendto(s, p, WARP_PING_LEN, 0, (struct sockaddr *)&peer, plen) !=
-		    WARP_PING_LEN)
+		if (sendto(s, p, WARP_PING_LEN, 0, (struct sockaddr *)&peer, plen) != WARP_PING_LEN)
 			fprintf(stderr, "sendto: %s\n", strerror(errno));
 		deadline = warp_time_ms() + (uint64_t)a->interval_ms;
 		for (;;) {
 			int64_t left = (int64_t)(deadline - warp_time_ms());
-			struct pollfd pf = { .fd = s, .events = POLLIN };
+			struct pollfd pf = {.fd = s, .events = POLLIN};
 			uint8_t want_auth[16];
 			ssize_t n;
 			int j;
@@ -334,16 +335,25 @@ static int run_stat(const struct args *a)
 
 int main(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "netns", 1, 0, 'n' },    { "ifname", 1, 0, 'i' }, { "bind", 1, 0, 'b' },
-		{ "peer", 1, 0, 'p' },     { "cid", 1, 0, 'c' },    { "peer-cid", 1, 0, 'C' },
-		{ "name", 1, 0, 'N' },     { "ready", 1, 0, 'r' },  { "count", 1, 0, 'k' },
-		{ "interval-ms", 1, 0, 'I' }, { "xdp-pass", 1, 0, 'x' }, { "expect", 1, 0, 'e' },
-		{ "tc", 0, 0, 't' },       { "no-bpf", 0, 0, 'B' }, { "no-csum", 0, 0, 'Z' },
-		{ "pin-root", 1, 0, 'R' }, { 0 }
-	};
-	struct args a = { .count = 1, .interval_ms = 1000, .expect = "all", .name = "ka-test" };
-	struct sigaction sa = { .sa_handler = on_term };
+	static const struct option lopts[] = {{"netns", 1, 0, 'n'},
+					      {"ifname", 1, 0, 'i'},
+					      {"bind", 1, 0, 'b'},
+					      {"peer", 1, 0, 'p'},
+					      {"cid", 1, 0, 'c'},
+					      {"peer-cid", 1, 0, 'C'},
+					      {"name", 1, 0, 'N'},
+					      {"ready", 1, 0, 'r'},
+					      {"count", 1, 0, 'k'},
+					      {"interval-ms", 1, 0, 'I'},
+					      {"xdp-pass", 1, 0, 'x'},
+					      {"expect", 1, 0, 'e'},
+					      {"tc", 0, 0, 't'},
+					      {"no-bpf", 0, 0, 'B'},
+					      {"no-csum", 0, 0, 'Z'},
+					      {"pin-root", 1, 0, 'R'},
+					      {0}};
+	struct args a = {.count = 1, .interval_ms = 1000, .expect = "all", .name = "ka-test"};
+	struct sigaction sa = {.sa_handler = on_term};
 	int c, err;
 
 	if (argc < 2) {
@@ -354,10 +364,18 @@ int main(int argc, char **argv)
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (c) {
-		case 'n': a.netns = optarg; break;
-		case 'i': a.ifname = optarg; break;
-		case 'b': a.bind = optarg; break;
-		case 'p': a.peer = optarg; break;
+		case 'n':
+			a.netns = optarg;
+			break;
+		case 'i':
+			a.ifname = optarg;
+			break;
+		case 'b':
+			a.bind = optarg;
+			break;
+		case 'p':
+			a.peer = optarg;
+			break;
 		case 'c':
 			if (warp_hex_decode(a.cid, 8, optarg))
 				return 2;
@@ -366,17 +384,38 @@ int main(int argc, char **argv)
 			if (warp_hex_decode(a.peer_cid, 8, optarg))
 				return 2;
 			break;
-		case 'N': a.name = optarg; break;
-		case 'r': a.ready = optarg; break;
-		case 'k': a.count = atoi(optarg); break;
-		case 'I': a.interval_ms = atoi(optarg); break;
-		case 'x': a.xdp_pass = optarg; break;
-		case 'e': a.expect = optarg; break;
-		case 't': a.tc = true; break;
-		case 'B': a.no_bpf = true; break;
-		case 'Z': a.no_csum = true; break;
-		case 'R': a.pin_root = optarg; break;
-		default: return 2;
+		case 'N':
+			a.name = optarg;
+			break;
+		case 'r':
+			a.ready = optarg;
+			break;
+		case 'k':
+			a.count = atoi(optarg);
+			break;
+		case 'I':
+			a.interval_ms = atoi(optarg);
+			break;
+		case 'x':
+			a.xdp_pass = optarg;
+			break;
+		case 'e':
+			a.expect = optarg;
+			break;
+		case 't':
+			a.tc = true;
+			break;
+		case 'B':
+			a.no_bpf = true;
+			break;
+		case 'Z':
+			a.no_csum = true;
+			break;
+		case 'R':
+			a.pin_root = optarg;
+			break;
+		default:
+			return 2;
 		}
 	}
 	sigaction(SIGTERM, &sa, NULL);

@@ -48,7 +48,7 @@ struct worker {
 	int index;
 	unsigned int per_cid[NCID];
 	unsigned int misrouted; /* a routed CID on a socket other than its owner */
-	unsigned int unknown;   /* unknown CID / not warpgate */
+	unsigned int unknown;	/* unknown CID / not warpgate */
 };
 
 static int owner_of(int cid_index)
@@ -87,7 +87,7 @@ static void *worker_main(void *arg)
 
 	/* stop after 500 ms without traffic */
 	while (idle < 5) {
-		struct pollfd p = { .fd = w->fd, .events = POLLIN };
+		struct pollfd p = {.fd = w->fd, .events = POLLIN};
 		ssize_t n;
 
 		if (poll(&p, 1, 100) <= 0) {
@@ -118,7 +118,7 @@ static void *worker_main(void *arg)
 
 static int reuse_sock(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(PORT)};
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1, rcv = 4 << 20;
 
 	assert_true(s >= 0);
@@ -132,7 +132,7 @@ static int reuse_sock(void)
 /* Runs one round; returns the workers' results in w[]. */
 static void run_round(struct worker w[NSOCK], unsigned int flags, bool *active)
 {
-	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(PORT) };
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(PORT)};
 	int fds[NSOCK], snd[NSEND], i, j;
 	struct warp_fp_demux *d;
 	uint8_t pkt[64], cid[8];

@@ -24,7 +24,7 @@
 
 struct warp_fp_demux {
 	struct cid_demux_bpf *skel; /* NULL: userspace demux */
-	struct fp_table routes;     /* mirror of cid_routes, used by warp_fp_demux_select() */
+	struct fp_table routes;	    /* mirror of cid_routes, used by warp_fp_demux_select() */
 	unsigned int nsocks;
 	unsigned int default_index;
 	uint64_t stat[WARP_CID_STAT_MAX]; /* userspace selections */
@@ -69,14 +69,13 @@ static int load(struct warp_fp_demux *d, const int *fds)
 	}
 	/* One member carries the program for the whole group. */
 	fd = (uint64_t)bpf_program__fd(d->skel->progs.warp_cid_select);
-	if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &(int){ (int)fd },
+	if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &(int){(int)fd},
 		       sizeof(int))) {
 		err = -errno;
 		snprintf(reason, sizeof(reason), "SO_ATTACH_REUSEPORT_EBPF: %s", strerror(-err));
 		goto fail;
 	}
-	snprintf(d->status, sizeof(d->status), "bpf: active (sk_reuseport, %u sockets)",
-		 d->nsocks);
+	snprintf(d->status, sizeof(d->status), "bpf: active (sk_reuseport, %u sockets)", d->nsocks);
 	return 0;
 fail:
 	cid_demux_bpf__destroy(d->skel);
@@ -85,8 +84,8 @@ fail:
 	return err;
 }
 
-struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n,
-					unsigned int default_index, unsigned int flags)
+struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n, unsigned int default_index,
+					unsigned int flags)
 {
 	struct warp_fp_demux *d;
 	const char *env = getenv("WARP_BPF");
@@ -103,8 +102,8 @@ struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n,
 	}
 	d->nsocks = n;
 	d->default_index = default_index;
-	err = fp_table_init(&d->routes, sizeof(struct warp_cid_key),
-			    sizeof(struct warp_cid_route), DEMUX_MAX_ROUTES);
+	err = fp_table_init(&d->routes, sizeof(struct warp_cid_key), sizeof(struct warp_cid_route),
+			    DEMUX_MAX_ROUTES);
 	if (err)
 		goto out;
 	if (flags & WARP_FP_F_NO_BPF)
@@ -147,7 +146,7 @@ const char *warp_fp_demux_status(const struct warp_fp_demux *d)
 int warp_fp_demux_route_add(struct warp_fp_demux *d, const uint8_t cid[WARP_CID_LEN],
 			    unsigned int index)
 {
-	struct warp_cid_route r = { .sock_index = index };
+	struct warp_cid_route r = {.sock_index = index};
 	int err;
 
 	if (index >= d->nsocks)
@@ -177,8 +176,9 @@ unsigned int warp_fp_demux_select(const struct warp_fp_demux *d, const void *buf
 	const struct warp_cid_route *r;
 	const uint8_t *p = buf;
 
-	if (len < WARP_HDR_LEN || (p[0] & (WARP_HDR_MARK_MASK | WARP_HDR_VER_MASK)) !=
-					  (WARP_HDR_MARK | WARP_WIRE_VERSION << WARP_HDR_VER_SHIFT)) {
+	if (len < WARP_HDR_LEN ||
+	    (p[0] & (WARP_HDR_MARK_MASK | WARP_HDR_VER_MASK)) !=
+		    (WARP_HDR_MARK | WARP_WIRE_VERSION << WARP_HDR_VER_SHIFT)) {
 		w->stat[WARP_CID_STAT_NOT_WARP]++;
 		return d->default_index;
 	}

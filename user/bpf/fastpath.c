@@ -64,7 +64,7 @@ struct owner_rec {
 struct fp_attach {
 	int ifindex;
 	enum warp_fp_mode mode;
-	int link_fd;       /* XDP */
+	int link_fd;	   /* XDP */
 	bool hook_created; /* TC: we created the clsact qdisc */
 	char name[IF_NAMESIZE];
 };
@@ -88,7 +88,7 @@ struct warp_fp {
 	uint64_t user_replies;
 };
 
-static const char *const pinned_maps[] = { "ka_map", "ka_stats", "probe_map", "probe_stats" };
+static const char *const pinned_maps[] = {"ka_map", "ka_stats", "probe_map", "probe_stats"};
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -128,8 +128,8 @@ static bool have_cap(const struct __user_cap_data_struct d[2], int cap)
 
 int warp_fp_check_support(char *reason, size_t len)
 {
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct d[2] = { 0 };
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {0};
 	const char *why = NULL;
 	int err = 0;
 
@@ -191,8 +191,10 @@ static uint64_t proc_starttime(pid_t pid)
 	fclose(f);
 	p = p ? strrchr(buf, ')') : NULL; /* comm may contain spaces and parentheses */
 	/* fields 3..21 skipped, 22 is starttime */
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-			 "%*d %*d %*d %llu", &st) != 1)
+	if (!p || sscanf(p + 2,
+			 "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+			 "%*d %*d %*d %llu",
+			 &st) != 1)
 		return 0;
 	return st;
 }
@@ -301,8 +303,8 @@ static void owner_sync(struct warp_fp *fp)
 
 static int pin_all(struct warp_fp *fp)
 {
-	struct bpf_map *maps[] = { fp->skel->maps.ka_map, fp->skel->maps.ka_stats,
-				   fp->skel->maps.probe_map, fp->skel->maps.probe_stats };
+	struct bpf_map *maps[] = {fp->skel->maps.ka_map, fp->skel->maps.ka_stats,
+				  fp->skel->maps.probe_map, fp->skel->maps.probe_stats};
 	char path[PATH_MAX + 32];
 	struct statfs sfs;
 	unsigned int i;
@@ -389,8 +391,8 @@ static int load_bpf(struct warp_fp *fp)
 		snprintf(fp->reason, sizeof(fp->reason), "load failed: %s", strerror(-err));
 		return err;
 	}
-	fp->rb = ring_buffer__new(bpf_map__fd(fp->skel->maps.probe_events), on_ring_event, fp,
-				  NULL);
+	fp->rb =
+		ring_buffer__new(bpf_map__fd(fp->skel->maps.probe_events), on_ring_event, fp, NULL);
 	if (!fp->rb) {
 		err = -errno;
 		snprintf(fp->reason, sizeof(fp->reason), "ring buffer: %s", strerror(-err));
@@ -529,8 +531,9 @@ const char *warp_fp_status(const struct warp_fp *fp)
 			off += (size_t)snprintf(w->status + off, sizeof(w->status) - off, "%s%s",
 						first ? (off > 11 ? "; " : " (") : ", ", "");
 			if (first && off < sizeof(w->status))
-				off += (size_t)snprintf(w->status + off, sizeof(w->status) - off,
-							"%s: ", m == WARP_FP_MODE_XDP ? "xdp" : "tc");
+				off += (size_t)snprintf(
+					w->status + off, sizeof(w->status) - off,
+					"%s: ", m == WARP_FP_MODE_XDP ? "xdp" : "tc");
 			if (off < sizeof(w->status))
 				off += (size_t)snprintf(w->status + off, sizeof(w->status) - off,
 							"%s", fp->att[i].name);
@@ -747,14 +750,13 @@ int warp_fp_ka_del(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN])
 	return fp_table_del(&fp->ka, cid);
 }
 
-int warp_fp_ka_get(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN],
-		   struct warp_ka_entry *out)
+int warp_fp_ka_get(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN], struct warp_ka_entry *out)
 {
 	const struct warp_ka_entry *e;
 
 	if (fp->skel)
 		return bpf_map_lookup_elem(bpf_map__fd(fp->skel->maps.ka_map), cid, out) ? -errno
-											: 0;
+											 : 0;
 	e = fp_table_get(&fp->ka, cid);
 	if (!e)
 		return -ENOENT;
@@ -762,10 +764,9 @@ int warp_fp_ka_get(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN],
 	return 0;
 }
 
-int warp_fp_probe_add(struct warp_fp *fp, const uint8_t id[12], uint64_t cookie,
-		      uint64_t sent_ns)
+int warp_fp_probe_add(struct warp_fp *fp, const uint8_t id[12], uint64_t cookie, uint64_t sent_ns)
 {
-	struct warp_probe_val v = { .cookie = cookie, .sent_ns = sent_ns ? sent_ns : mono_ns() };
+	struct warp_probe_val v = {.cookie = cookie, .sent_ns = sent_ns ? sent_ns : mono_ns()};
 
 	if (fp->skel)
 		return bpf_map_update_elem(bpf_map__fd(fp->skel->maps.probe_map), id, &v, BPF_ANY)
@@ -807,8 +808,7 @@ int warp_fp_loop_add(struct warp_fp *fp, struct warp_loop *loop)
 		return 0;
 	if (fp->loop)
 		return -EALREADY;
-	err = warp_loop_add_fd(loop, ring_buffer__epoll_fd(fp->rb), WARP_EV_READ, on_event_fd,
-			       fp);
+	err = warp_loop_add_fd(loop, ring_buffer__epoll_fd(fp->rb), WARP_EV_READ, on_event_fd, fp);
 	if (!err)
 		fp->loop = loop;
 	return err;
@@ -912,8 +912,8 @@ static enum warp_fp_verdict user_probe(struct warp_fp *fp, const uint8_t *id, ui
 }
 
 static enum warp_fp_verdict user_ping(struct warp_fp *fp, const uint8_t *buf, size_t len,
-				      const struct sockaddr *src, uint16_t local_port,
-				      void *reply, size_t *reply_len)
+				      const struct sockaddr *src, uint16_t local_port, void *reply,
+				      size_t *reply_len)
 {
 	struct warp_ka_entry e;
 	uint8_t addr[16];
@@ -952,8 +952,8 @@ static enum warp_fp_verdict user_ping(struct warp_fp *fp, const uint8_t *buf, si
 }
 
 enum warp_fp_verdict warp_fp_input(struct warp_fp *fp, const void *buf, size_t len,
-				   const struct sockaddr *src, uint16_t local_port,
-				   uint64_t rx_ns, void *reply, size_t *reply_len)
+				   const struct sockaddr *src, uint16_t local_port, uint64_t rx_ns,
+				   void *reply, size_t *reply_len)
 {
 	const uint8_t *p = buf;
 	uint8_t type;
@@ -977,8 +977,7 @@ enum warp_fp_verdict warp_fp_input(struct warp_fp *fp, const void *buf, size_t l
 		return WARP_FP_PASS;
 	}
 	ucount(fp, &fp->ka_stat[WARP_KA_STAT_PASS_NOT_WARP], false);
-	if (!(p[0] & 0xc0) && len >= 20 &&
-	    ((p[0] << 8 | p[1]) & 0xffef) == 0x0101 &&
+	if (!(p[0] & 0xc0) && len >= 20 && ((p[0] << 8 | p[1]) & 0xffef) == 0x0101 &&
 	    ((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]) ==
 		    STUN_COOKIE)
 		return user_probe(fp, p + 8, WARP_PROBE_STUN, src, local_port, rx_ns);

@@ -64,7 +64,7 @@ enum {
 
 /* warp_fp_attach() flags and return values. */
 enum {
-	WARP_FP_ATTACH_TC = 1u << 0, /* skip XDP, attach the clsact ingress program */
+	WARP_FP_ATTACH_TC = 1u << 0,	/* skip XDP, attach the clsact ingress program */
 	WARP_FP_ATTACH_NO_TC = 1u << 1, /* native XDP or nothing */
 };
 
@@ -83,9 +83,9 @@ enum warp_fp_verdict {
 typedef void (*warp_fp_probe_cb)(const struct warp_probe_event *ev, void *user);
 
 struct warp_fp_opts {
-	const char *name;           /* pin directory name; default "node" */
-	const char *pin_root;       /* default WARP_FP_PIN_ROOT */
-	unsigned int flags;         /* WARP_FP_F_* */
+	const char *name;	    /* pin directory name; default "node" */
+	const char *pin_root;	    /* default WARP_FP_PIN_ROOT */
+	unsigned int flags;	    /* WARP_FP_F_* */
 	uint32_t ka_max_entries;    /* default 65536 */
 	uint32_t probe_max_entries; /* default 4096 */
 	warp_fp_probe_cb probe_cb;
@@ -93,9 +93,9 @@ struct warp_fp_opts {
 };
 
 struct warp_fp_stats {
-	uint64_t ka[WARP_KA_STAT_MAX];       /* kernel and userspace answers summed */
+	uint64_t ka[WARP_KA_STAT_MAX]; /* kernel and userspace answers summed */
 	uint64_t probe[WARP_PROBE_STAT_MAX];
-	uint64_t user_replies;               /* pongs built by warp_fp_input() */
+	uint64_t user_replies; /* pongs built by warp_fp_input() */
 };
 
 /* Checks privileges and kernel support without loading anything.  Returns 0, or a negative
@@ -124,12 +124,10 @@ int warp_fp_ka_add(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN],
 		   uint16_t local_port);
 int warp_fp_ka_del(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN]);
 /* Copies the entry (last_seen_ns, answered, ...); -ENOENT if absent. */
-int warp_fp_ka_get(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN],
-		   struct warp_ka_entry *out);
+int warp_fp_ka_get(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN], struct warp_ka_entry *out);
 
 /* Probe map.  sent_ns: CLOCK_MONOTONIC at send time (0: now). */
-int warp_fp_probe_add(struct warp_fp *fp, const uint8_t id[12], uint64_t cookie,
-		      uint64_t sent_ns);
+int warp_fp_probe_add(struct warp_fp *fp, const uint8_t id[12], uint64_t cookie, uint64_t sent_ns);
 int warp_fp_probe_del(struct warp_fp *fp, const uint8_t id[12]);
 
 /* Ring buffer: an fd that polls readable when events wait (-1 in userspace mode), and the
@@ -144,8 +142,8 @@ void warp_fp_loop_del(struct warp_fp *fp);
  * pong (same length as the ping) into reply (*reply_len is its capacity on entry).  rx_ns
  * is the receive time for probe events (0: now). */
 enum warp_fp_verdict warp_fp_input(struct warp_fp *fp, const void *buf, size_t len,
-				   const struct sockaddr *src, uint16_t local_port,
-				   uint64_t rx_ns, void *reply, size_t *reply_len);
+				   const struct sockaddr *src, uint16_t local_port, uint64_t rx_ns,
+				   void *reply, size_t *reply_len);
 
 int warp_fp_stats(struct warp_fp *fp, struct warp_fp_stats *out);
 
@@ -158,8 +156,8 @@ int warp_fp_cleanup_stale(const char *pin_root, const char *name);
  * route index i; default_index receives unknown CIDs and non-warpgate datagrams.  With
  * WARP_FP_F_NO_BPF (or without BPF) the object only keeps the table and
  * warp_fp_demux_select() is the userspace demux; warp_fp_demux_active() tells which. */
-struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n,
-					unsigned int default_index, unsigned int flags);
+struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n, unsigned int default_index,
+					unsigned int flags);
 void warp_fp_demux_free(struct warp_fp_demux *d);
 bool warp_fp_demux_active(const struct warp_fp_demux *d);
 const char *warp_fp_demux_status(const struct warp_fp_demux *d);

@@ -10,11 +10,11 @@
 #include <stdint.h>
 
 struct fp_table {
-	uint8_t *slots;   /* cap slots: state byte, key, value (8-byte aligned) */
-	size_t cap;       /* power of two */
-	size_t used;      /* live entries */
-	size_t dead;      /* tombstones */
-	size_t max;       /* entry limit, like a map's max_entries */
+	uint8_t *slots; /* cap slots: state byte, key, value (8-byte aligned) */
+	size_t cap;	/* power of two */
+	size_t used;	/* live entries */
+	size_t dead;	/* tombstones */
+	size_t max;	/* entry limit, like a map's max_entries */
 	size_t ksz, vsz;
 };
 
