@@ -220,7 +220,9 @@ static void test_xdp_veth(void **state)
 	int ifindex;
 
 	assert_int_equal(bpf_test_sh("ip link add wpt0 type veth peer name wpt1 && "
-				     "ip link set wpt0 up && ip link set wpt1 up"),
+				     "ip link set wpt0 up && ip link set wpt1 up && "
+				     "ip addr add 100.64.9.1/30 dev wpt0 && "
+				     "ip addr add 100.64.9.2/30 dev wpt1"),
 			 0);
 	ifindex = (int)if_nametoindex("wpt0");
 	assert_true(ifindex > 0);
@@ -241,6 +243,23 @@ static void test_xdp_veth(void **state)
 	assert_int_equal(q.attach_mode, XDP_ATTACHED_NONE);
 	warp_fp_free(fp);
 	assert_false(tc_filter_present(1));
+
+	/* automatic choice: a wildcard bind takes every Ethernet interface that is up but lo;
+	 * a specific address takes its own interface (here lo, through TC) */
+	{
+		struct sockaddr_in any = {.sin_family = AF_INET};
+		struct sockaddr_in loop = lo_addr(0);
+
+		fp = fp_new("auto", NULL, NULL);
+		assert_non_null(fp);
+		assert_int_equal(warp_fp_attach_auto(fp, (struct sockaddr *)&any, 0), 2);
+		assert_non_null(strstr(warp_fp_status(fp), "wpt0"));
+		assert_non_null(strstr(warp_fp_status(fp), "wpt1"));
+		assert_null(strstr(warp_fp_status(fp), "lo"));
+		assert_int_equal(warp_fp_attach_auto(fp, (struct sockaddr *)&loop, 0), 1);
+		assert_non_null(strstr(warp_fp_status(fp), "; tc: lo)"));
+		warp_fp_free(fp);
+	}
 	bpf_test_sh("ip link del wpt0");
 }
 

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <net/if_arp.h>
@@ -679,6 +680,60 @@ int warp_fp_detach(struct warp_fp *fp, int ifindex)
 	*a = fp->att[--fp->natt];
 	owner_sync(fp);
 	return 0;
+}
+
+static bool addr_match(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (!a || a->sa_family != b->sa_family)
+		return false;
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+}
+
+static bool is_wildcard(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+int warp_fp_attach_auto(struct warp_fp *fp, const struct sockaddr *bound, unsigned int flags)
+{
+	struct ifaddrs *ifa, *i;
+	bool any;
+	int n = 0, idx, err;
+	unsigned int k;
+
+	if (!fp->skel)
+		return -EOPNOTSUPP;
+	if (bound->sa_family != AF_INET && bound->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	any = is_wildcard(bound);
+	if (getifaddrs(&ifa))
+		return -errno;
+	for (i = ifa; i; i = i->ifa_next) {
+		bool seen = false;
+
+		if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK && any))
+			continue;
+		if (!any && !addr_match(i->ifa_addr, bound))
+			continue;
+		idx = (int)if_nametoindex(i->ifa_name);
+		for (k = 0; k < fp->natt; k++)
+			seen |= fp->att[k].ifindex == idx;
+		if (!idx || seen)
+			continue;
+		err = warp_fp_attach(fp, idx, flags);
+		if (err > 0)
+			n++;
+		else if (err != -EOPNOTSUPP || !any)
+			pr_warn("%s: fast path not attached: %s", i->ifa_name, strerror(-err));
+	}
+	freeifaddrs(ifa);
+	return n;
 }
 
 int warp_fp_xdp_prog_fd(const struct warp_fp *fp)

@@ -116,6 +116,11 @@ const char *warp_fp_status(const struct warp_fp *fp);
  * In userspace mode returns -EOPNOTSUPP (nothing to attach; warp_fp_input() does the work). */
 int warp_fp_attach(struct warp_fp *fp, int ifindex, unsigned int flags);
 int warp_fp_detach(struct warp_fp *fp, int ifindex);
+/* Attaches to the interfaces a socket bound to `bound` receives on: the interface holding
+ * that address, or for a wildcard address every interface that is up, except loopback and
+ * non-Ethernet ones.  Returns the number of interfaces attached (failures are logged and
+ * skipped), -EOPNOTSUPP in userspace mode. */
+int warp_fp_attach_auto(struct warp_fp *fp, const struct sockaddr *bound, unsigned int flags);
 
 /* Keepalive map.  peer: AF_INET or AF_INET6 (v4-mapped accepted); local_port host order,
  * 0 = any port. */
