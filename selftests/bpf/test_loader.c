@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -413,6 +415,48 @@ static void test_status_off(void **state)
 	assert_string_equal(reason, "ok");
 }
 
+/* Without the capabilities the node runs the userspace twin and says why. */
+static int drop_caps_and_check(int keep_bpf, const char *want)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2];
+	struct warp_fp_opts o = {.flags = WARP_FP_F_NO_PIN};
+	struct warp_fp *fp;
+	int ok;
+
+	if (syscall(SYS_capget, &h, d))
+		return 2;
+	d[0].effective = 0;
+	d[1].effective = keep_bpf ? 1u << (39 - 32) : 0; /* CAP_BPF only */
+	if (syscall(SYS_capset, &h, d))
+		return 3;
+	fp = warp_fp_new(&o);
+	if (!fp)
+		return 4;
+	ok = !strcmp(warp_fp_status(fp), want) && !warp_fp_active(fp);
+	if (!ok)
+		fprintf(stderr, "# status: %s\n", warp_fp_status(fp));
+	warp_fp_free(fp);
+	return ok ? 0 : 1;
+}
+
+static void test_no_caps(void **state)
+{
+	int i, status;
+
+	for (i = 0; i < 2; i++) {
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(drop_caps_and_check(i, i ? "bpf: off (no CAP_NET_ADMIN)"
+						       : "bpf: off (no CAP_BPF)"));
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+}
+
 static int teardown(void **state)
 {
 	char cmd[128];
@@ -424,9 +468,10 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_status_off),	  cmocka_unit_test(test_tc_lo_keepalive),
-		cmocka_unit_test(test_tc_lo_probe_event), cmocka_unit_test(test_xdp_veth),
-		cmocka_unit_test(test_stale_cleanup),	  cmocka_unit_test(test_demux_lo),
+		cmocka_unit_test(test_status_off),	cmocka_unit_test(test_no_caps),
+		cmocka_unit_test(test_tc_lo_keepalive), cmocka_unit_test(test_tc_lo_probe_event),
+		cmocka_unit_test(test_xdp_veth),	cmocka_unit_test(test_stale_cleanup),
+		cmocka_unit_test(test_demux_lo),
 	};
 
 	bpf_test_require_root();
