@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,8 @@ struct warp_fp {
 	uint64_t probe_stat[WARP_PROBE_STAT_MAX];
 	uint64_t user_replies;
 };
+
+static void status_update(struct warp_fp *fp);
 
 static const char *const pinned_maps[] = {"ka_map", "ka_stats", "probe_map", "probe_stats"};
 
@@ -478,6 +481,7 @@ struct warp_fp *warp_fp_new(const struct warp_fp_opts *opts)
 		if (err)
 			goto out;
 	}
+	status_update(fp);
 	pr_info("%s", warp_fp_status(fp));
 out:
 	if (err) {
@@ -507,42 +511,62 @@ bool warp_fp_active(const struct warp_fp *fp)
 	return fp && fp->skel;
 }
 
-const char *warp_fp_status(const struct warp_fp *fp)
+/* Appends to a bounded buffer; the text is truncated, never overflowed. */
+static void sappend(char *buf, size_t cap, size_t *off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void sappend(char *buf, size_t cap, size_t *off, const char *fmt, ...)
 {
-	struct warp_fp *w = (struct warp_fp *)fp;
-	size_t off;
+	va_list ap;
+	int n;
+
+	if (*off >= cap)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *off, cap - *off, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*off += (size_t)n;
+}
+
+/* Rebuilt whenever the state changes, so warp_fp_status() is a plain read. */
+static void status_update(struct warp_fp *fp)
+{
+	static const char *const mode_name[] = {
+		[WARP_FP_MODE_XDP] = "xdp", [WARP_FP_MODE_TC] = "tc"};
+	const char *sep = " (";
+	size_t off = 0, cap = sizeof(fp->status);
 	unsigned int i, m;
 
 	if (!fp->skel) {
-		snprintf(w->status, sizeof(w->status), "bpf: off (%s)",
-			 fp->reason[0] ? fp->reason : "unknown");
-		return fp->status;
+		sappend(fp->status, cap, &off, "bpf: off (%s)",
+			fp->reason[0] ? fp->reason : "unknown");
+		return;
 	}
-	off = (size_t)snprintf(w->status, sizeof(w->status), "bpf: active");
+	sappend(fp->status, cap, &off, "bpf: active");
 	if (!fp->natt) {
-		snprintf(w->status + off, sizeof(w->status) - off, " (not attached)");
-		return fp->status;
+		sappend(fp->status, cap, &off, " (not attached)");
+		return;
 	}
+	/* "bpf: active (xdp: eth0, eth1; tc: lo)" */
 	for (m = WARP_FP_MODE_XDP; m <= WARP_FP_MODE_TC; m++) {
-		bool first = true;
+		const char *item = "";
 
-		for (i = 0; i < fp->natt && off < sizeof(w->status); i++) {
+		for (i = 0; i < fp->natt; i++) {
 			if (fp->att[i].mode != m)
 				continue;
-			off += (size_t)snprintf(w->status + off, sizeof(w->status) - off, "%s%s",
-						first ? (off > 11 ? "; " : " (") : ", ", "");
-			if (first && off < sizeof(w->status))
-				off += (size_t)snprintf(
-					w->status + off, sizeof(w->status) - off,
-					"%s: ", m == WARP_FP_MODE_XDP ? "xdp" : "tc");
-			if (off < sizeof(w->status))
-				off += (size_t)snprintf(w->status + off, sizeof(w->status) - off,
-							"%s", fp->att[i].name);
-			first = false;
+			if (!item[0]) {
+				sappend(fp->status, cap, &off, "%s%s: ", sep, mode_name[m]);
+				sep = "; ";
+			}
+			sappend(fp->status, cap, &off, "%s%s", item, fp->att[i].name);
+			item = ", ";
 		}
 	}
-	if (off < sizeof(w->status))
-		snprintf(w->status + off, sizeof(w->status) - off, ")");
+	sappend(fp->status, cap, &off, ")");
+}
+
+const char *warp_fp_status(const struct warp_fp *fp)
+{
 	return fp->status;
 }
 
@@ -653,6 +677,7 @@ int warp_fp_attach(struct warp_fp *fp, int ifindex, unsigned int flags)
 	}
 	fp->natt++;
 	owner_sync(fp);
+	status_update(fp);
 	pr_info("%s: fast path attached (%s)", a->name, a->mode == WARP_FP_MODE_XDP ? "xdp" : "tc");
 	return a->mode;
 }
@@ -679,6 +704,7 @@ int warp_fp_detach(struct warp_fp *fp, int ifindex)
 	}
 	*a = fp->att[--fp->natt];
 	owner_sync(fp);
+	status_update(fp);
 	return 0;
 }
 
