@@ -27,6 +27,7 @@ struct warp_fp_demux {
 	struct fp_table routes;	    /* mirror of cid_routes, used by warp_fp_demux_select() */
 	unsigned int nsocks;
 	unsigned int default_index;
+	int attach_fd;			  /* the group member carrying the program (not owned) */
 	uint64_t stat[WARP_CID_STAT_MAX]; /* userspace selections */
 	char status[160];
 };
@@ -75,6 +76,7 @@ static int load(struct warp_fp_demux *d, const int *fds)
 		snprintf(reason, sizeof(reason), "SO_ATTACH_REUSEPORT_EBPF: %s", strerror(-err));
 		goto fail;
 	}
+	d->attach_fd = fds[0];
 	snprintf(d->status, sizeof(d->status), "bpf: active (sk_reuseport, %u sockets)", d->nsocks);
 	return 0;
 fail:
@@ -102,6 +104,7 @@ struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n, unsigned
 	}
 	d->nsocks = n;
 	d->default_index = default_index;
+	d->attach_fd = -1;
 	err = fp_table_init(&d->routes, sizeof(struct warp_cid_key), sizeof(struct warp_cid_route),
 			    DEMUX_MAX_ROUTES);
 	if (err)
@@ -126,8 +129,11 @@ void warp_fp_demux_free(struct warp_fp_demux *d)
 {
 	if (!d)
 		return;
-	/* The program stays attached to the group until its last socket closes; with the
-	 * sockarray gone every lookup fails and the kernel falls back to its hash. */
+	/* The attached program keeps its maps alive: detach it, or the group would go on
+	 * steering by the old routes.  The sockets must still be open here. */
+	if (d->skel && d->attach_fd >= 0 &&
+	    setsockopt(d->attach_fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &(int){0}, sizeof(int)))
+		pr_warn("SO_DETACH_REUSEPORT_BPF: %s", strerror(errno));
 	cid_demux_bpf__destroy(d->skel);
 	fp_table_fini(&d->routes);
 	free(d);

@@ -35,8 +35,8 @@
  *
  * Never falls back to generic (SKB) XDP: an interface without native XDP gets the TC program.
  *
- * Threads: a struct warp_fp belongs to one thread (the node's loop thread), except
- * warp_fp_ka_get() and warp_fp_stats(), which may be called from any thread.
+ * Threads: a struct warp_fp belongs to one thread (the node's loop thread); only
+ * warp_fp_stats() may be called from any thread.
  * All int functions return 0 (or a count/mode) or a negative errno / WARP_E* code.
  */
 #ifndef WARP_BPF_FASTPATH_H
@@ -163,6 +163,7 @@ int warp_fp_cleanup_stale(const char *pin_root, const char *name);
  * warp_fp_demux_select() is the userspace demux; warp_fp_demux_active() tells which. */
 struct warp_fp_demux *warp_fp_demux_new(const int *fds, unsigned int n, unsigned int default_index,
 					unsigned int flags);
+/* Detaches the program from the group (the sockets must still be open) and frees. */
 void warp_fp_demux_free(struct warp_fp_demux *d);
 bool warp_fp_demux_active(const struct warp_fp_demux *d);
 const char *warp_fp_demux_status(const struct warp_fp_demux *d);
