@@ -542,9 +542,8 @@ int main(void)
 		}
 		print_run(&u);
 		print_run(&b);
-		printf("   ratio bpf/userspace right pps: %.2fx (target >= 2x: %s); receive CPU "
-		       "per "
-		       "packet %.2fx, all CPU per packet %.2fx lower with bpf; ring drops %llu\n",
+		printf("   bpf/userspace right pps: %.2fx (target >= 2x: %s); CPU per delivered "
+		       "packet userspace/bpf: node threads %.2f, all %.2f; ring drops %llu\n",
 		       pps(&b) / pps(&u), pps(&b) >= 2 * pps(&u) ? "met" : "MISSED",
 		       (u.recv_cpu / (double)u.ok) / (b.recv_cpu / (double)b.ok),
 		       ((u.recv_cpu + u.send_cpu) / (double)u.ok) /

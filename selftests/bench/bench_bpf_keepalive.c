@@ -236,7 +236,7 @@ struct result {
 
 static int run(bool xdp, uint32_t npipes, double secs, unsigned int interval_ms, struct result *r)
 {
-	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = XDP_FLAGS_DRV_MODE);
+	struct bpf_link_create_opts lo = {.sz = sizeof(lo), .flags = XDP_FLAGS_DRV_MODE};
 	struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(PORT_A)};
 	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(PORT_B)};
 	static uint8_t pings[BATCH][WARP_PING_LEN], rbuf[BATCH][128];

@@ -161,9 +161,12 @@ static int measure(int fd, const uint8_t *pkt, size_t len, int runs, int repeat,
 
 	t0 = prog_time(fd);
 	for (i = 0; i < n; i++) {
-		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt, .data_size_in = (uint32_t)len,
-			    .data_out = out, .data_size_out = sizeof(out),
-			    .repeat = repeat ? (uint32_t)repeat : 1);
+		struct bpf_test_run_opts o = {.sz = sizeof(o),
+					      .data_in = pkt,
+					      .data_size_in = (uint32_t)len,
+					      .data_out = out,
+					      .data_size_out = sizeof(out),
+					      .repeat = repeat ? (uint32_t)repeat : 1};
 
 		if (rearm) {
 			rearm_probe();

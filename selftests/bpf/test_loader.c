@@ -79,8 +79,9 @@ static bool path_exists(const char *p)
 
 static bool tc_filter_present(int ifindex)
 {
-	DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-	DECLARE_LIBBPF_OPTS(bpf_tc_opts, o, .handle = 0x7770, .priority = 0x7770);
+	struct bpf_tc_hook hook = {
+		.sz = sizeof(hook), .ifindex = ifindex, .attach_point = BPF_TC_INGRESS};
+	struct bpf_tc_opts o = {.sz = sizeof(o), .handle = 0x7770, .priority = 0x7770};
 
 	return bpf_tc_query(&hook, &o) == 0;
 }
@@ -217,7 +218,7 @@ static void test_tc_lo_probe_event(void **state)
 /* Native XDP attaches to a veth through a link and is gone after detach. */
 static void test_xdp_veth(void **state)
 {
-	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	struct bpf_xdp_query_opts q = {.sz = sizeof(q)};
 	struct warp_fp *fp;
 	int ifindex;
 

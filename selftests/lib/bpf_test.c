@@ -32,8 +32,12 @@ void bpf_test_require_root(void)
 int bpf_test_run(int prog_fd, const void *in, size_t len, void *out, size_t *out_len,
 		 uint32_t *retval)
 {
-	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in, .data_size_in = (uint32_t)len,
-		    .data_out = out, .data_size_out = (uint32_t)*out_len, .repeat = 1);
+	struct bpf_test_run_opts o = {.sz = sizeof(o),
+				      .data_in = in,
+				      .data_size_in = (uint32_t)len,
+				      .data_out = out,
+				      .data_size_out = (uint32_t)*out_len,
+				      .repeat = 1};
 	int err = bpf_prog_test_run_opts(prog_fd, &o);
 
 	if (err)

@@ -211,7 +211,7 @@ static void make_auth(uint8_t out[16], const uint8_t *ping)
 
 static int attach_xdp_pass(const char *ifname, struct xdp_pass_bpf **skel)
 {
-	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = XDP_FLAGS_DRV_MODE);
+	struct bpf_link_create_opts lo = {.sz = sizeof(lo), .flags = XDP_FLAGS_DRV_MODE};
 	int fd;
 
 	*skel = xdp_pass_bpf__open_and_load();

@@ -168,6 +168,11 @@ int warp_fp_check_support(char *reason, size_t len)
 		why = "kernel lacks BPF ring buffer (< 5.8)";
 		goto out;
 	}
+	if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_ktime_get_coarse_ns, NULL) != 1) {
+		err = -EOPNOTSUPP;
+		why = "kernel lacks bpf_ktime_get_coarse_ns (< 5.11)";
+		goto out;
+	}
 	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_LRU_HASH, NULL) != 1) {
 		err = -EOPNOTSUPP;
 		why = "kernel lacks LRU hash maps";
@@ -221,8 +226,10 @@ static bool owner_alive(const struct owner_rec *r)
 
 static void tc_detach_one(int ifindex)
 {
-	DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-	DECLARE_LIBBPF_OPTS(bpf_tc_opts, o, .handle = WARP_TC_HANDLE, .priority = WARP_TC_PRIO);
+	struct bpf_tc_hook hook = {
+		.sz = sizeof(hook), .ifindex = ifindex, .attach_point = BPF_TC_INGRESS};
+	struct bpf_tc_opts o = {
+		.sz = sizeof(o), .handle = WARP_TC_HANDLE, .priority = WARP_TC_PRIO};
 	int err = bpf_tc_detach(&hook, &o);
 
 	if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
@@ -594,7 +601,7 @@ static int attach_xdp(struct warp_fp *fp, struct fp_attach *a)
 {
 	/* Native mode only: without the flag the kernel silently picks generic XDP on
 	 * devices without driver support. */
-	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = XDP_FLAGS_DRV_MODE);
+	struct bpf_link_create_opts lo = {.sz = sizeof(lo), .flags = XDP_FLAGS_DRV_MODE};
 	int fd = bpf_link_create(bpf_program__fd(fp->skel->progs.warp_xdp), a->ifindex, BPF_XDP,
 				 &lo);
 
@@ -607,11 +614,13 @@ static int attach_xdp(struct warp_fp *fp, struct fp_attach *a)
 
 static int attach_tc(struct warp_fp *fp, struct fp_attach *a)
 {
-	DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = a->ifindex,
-			    .attach_point = BPF_TC_INGRESS);
-	DECLARE_LIBBPF_OPTS(bpf_tc_opts, o, .handle = WARP_TC_HANDLE, .priority = WARP_TC_PRIO,
-			    .prog_fd = bpf_program__fd(fp->skel->progs.warp_tc),
-			    .flags = BPF_TC_F_REPLACE);
+	struct bpf_tc_hook hook = {
+		.sz = sizeof(hook), .ifindex = a->ifindex, .attach_point = BPF_TC_INGRESS};
+	struct bpf_tc_opts o = {.sz = sizeof(o),
+				.handle = WARP_TC_HANDLE,
+				.priority = WARP_TC_PRIO,
+				.prog_fd = bpf_program__fd(fp->skel->progs.warp_tc),
+				.flags = BPF_TC_F_REPLACE};
 	int err;
 
 	err = bpf_tc_hook_create(&hook);
@@ -697,8 +706,9 @@ int warp_fp_detach(struct warp_fp *fp, int ifindex)
 	} else {
 		tc_detach_one(a->ifindex);
 		if (a->hook_created) {
-			DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = a->ifindex,
-					    .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+			struct bpf_tc_hook hook = {.sz = sizeof(hook),
+						   .ifindex = a->ifindex,
+						   .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS};
 			bpf_tc_hook_destroy(&hook);
 		}
 	}
