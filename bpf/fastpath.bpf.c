@@ -320,6 +320,11 @@ int warp_tc(struct __sk_buff *skb)
 	int v4;
 	int r;
 
+	/* A GRO super-packet holds several datagrams behind one header: leave it alone. */
+	if (skb->gso_segs > 1) {
+		count(&ka_stats, WARP_KA_STAT_PASS_FRAGMENT);
+		return TC_ACT_OK;
+	}
 	if ((long)skb->data + TC_PULL_LEN > (long)skb->data_end)
 		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
 	p.data = (void *)(long)skb->data;
