@@ -633,6 +633,43 @@ static void test_probe_user(void **state)
 	warp_fp_free(fp);
 }
 
+static int verify_auth(const uint8_t *ping, size_t len, void *user)
+{
+	int *calls = user;
+
+	(*calls)++;
+	return memcmp(ping + WARP_HDR_LEN + WARP_PING_NONCE_LEN, AUTH, sizeof(AUTH)) ? -1 : 0;
+}
+
+/* The userspace path can verify the authenticator before answering. */
+static void test_user_verify(void **state)
+{
+	int calls = 0;
+	struct warp_fp_opts o = {
+		.flags = WARP_FP_F_NO_BPF, .ka_verify = verify_auth, .user = &calls};
+	struct sockaddr_storage src;
+	struct pkt_spec s;
+	uint8_t ping[WARP_PING_LEN], reply[64];
+	size_t rl = sizeof(reply);
+	struct warp_fp *fp = warp_fp_new(&o);
+
+	assert_non_null(fp);
+	base_spec(&s, 4, PKT_CSUM_FULL);
+	peer_sockaddr(4, &src, &s);
+	assert_int_equal(warp_fp_ka_add(fp, CID_B, CID_A, (struct sockaddr *)&src, PORT_B), 0);
+	pkt_ping(ping, CID_B, 1, NONCE, AUTH);
+	assert_int_equal(warp_fp_input(fp, ping, sizeof(ping), (struct sockaddr *)&src, PORT_B, 0,
+				       reply, &rl),
+			 WARP_FP_REPLY);
+	ping[WARP_PING_LEN - 1] ^= 1;
+	rl = sizeof(reply);
+	assert_int_equal(warp_fp_input(fp, ping, sizeof(ping), (struct sockaddr *)&src, PORT_B, 0,
+				       reply, &rl),
+			 WARP_FP_DROP);
+	assert_int_equal(calls, 2);
+	warp_fp_free(fp);
+}
+
 /* Every object of bpf/ loads on this kernel (each program through the verifier). */
 static void test_objects_load(void **state)
 {
@@ -685,7 +722,7 @@ static int group_teardown(void **state)
 int main(void)
 {
 	enum { NK = sizeof(ka_cases) / sizeof(ka_cases[0]) };
-	struct CMUnitTest tests[NK + 4];
+	struct CMUnitTest tests[NK + 5];
 	size_t i, n = 0;
 
 	bpf_test_require_root();
@@ -699,6 +736,7 @@ int main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_probe_stun);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_probe_punch);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_probe_user);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_user_verify);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_objects_load);
 	return _cmocka_run_group_tests("fastpath", tests, n, group_setup, group_teardown);
 }

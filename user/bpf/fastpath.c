@@ -1025,6 +1025,11 @@ static enum warp_fp_verdict user_ping(struct warp_fp *fp, const uint8_t *buf, si
 		ucount(fp, &fp->ka_stat[WARP_KA_STAT_DROP_WRONG_SOURCE], true);
 		return WARP_FP_DROP;
 	}
+	if (fp->opts.ka_verify && fp->opts.ka_verify(buf, len, fp->opts.user)) {
+		/* a forged authenticator: not the peer either */
+		ucount(fp, &fp->ka_stat[WARP_KA_STAT_DROP_WRONG_SOURCE], true);
+		return WARP_FP_DROP;
+	}
 	memcpy(r, buf, len);
 	r[0] = (uint8_t)((r[0] & ~WARP_HDR_TYPE_MASK) | WARP_PKT_PONG);
 	memcpy(r + WARP_CID_OFF, e.peer_cid, WARP_CID_LEN);

@@ -5,7 +5,8 @@
  *
  * One struct warp_fp per node:
  *
- *	struct warp_fp_opts o = { .name = "node", .probe_cb = on_probe, .user = node };
+ *	struct warp_fp_opts o = { .name = "node", .probe_cb = on_probe,
+ *				  .ka_verify = check_ping_auth, .user = node };
  *	struct warp_fp *fp = warp_fp_new(&o);          // never fails for lack of BPF
  *	pr_info("%s", warp_fp_status(fp));              // "bpf: active" / "bpf: off (reason)"
  *	warp_fp_attach(fp, if_nametoindex("eth0"), 0); // XDP native, else TC clsact
@@ -81,6 +82,9 @@ enum warp_fp_verdict {
 };
 
 typedef void (*warp_fp_probe_cb)(const struct warp_probe_event *ev, void *user);
+/* Userspace can check what the kernel cannot: the ping's authenticator (warp_ping_verify()
+ * with the session's keepalive key).  Return 0 to answer, non-zero to drop. */
+typedef int (*warp_fp_ka_verify_cb)(const uint8_t *ping, size_t len, void *user);
 
 struct warp_fp_opts {
 	const char *name;	    /* pin directory name; default "node" */
@@ -89,7 +93,8 @@ struct warp_fp_opts {
 	uint32_t ka_max_entries;    /* default 65536 */
 	uint32_t probe_max_entries; /* default 4096 */
 	warp_fp_probe_cb probe_cb;
-	void *user;
+	warp_fp_ka_verify_cb ka_verify; /* optional, for pings answered by warp_fp_input() */
+	void *user;			/* passed to both callbacks */
 };
 
 struct warp_fp_stats {
