@@ -133,8 +133,10 @@ static __always_inline struct warp_ka_entry *ka_lookup(struct warp_pkt *p, __u32
 		*stat = WARP_KA_STAT_PASS_MALFORMED;
 		return 0;
 	}
-	/* An IPv6 UDP checksum of zero is invalid: let the stack drop it. */
-	if (p->v6 && !p->udp->check) {
+	/* A ping has phase 0 and zero reserved bytes (docs/protocol-handshake.md); userspace
+	 * drops anything else, so the kernel must not answer it either.  An IPv6 UDP checksum
+	 * of zero is invalid: let the stack drop it. */
+	if ((p->pl[1] | p->pl[2] | p->pl[3]) || (p->v6 && !p->udp->check)) {
 		*stat = WARP_KA_STAT_PASS_MALFORMED;
 		return 0;
 	}

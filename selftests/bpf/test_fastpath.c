@@ -167,6 +167,16 @@ static void m_long_ping(struct pkt_spec *s, uint8_t *pl, size_t *plen)
 	*plen = WARP_PING_LEN + 4;
 }
 
+static void m_reserved(struct pkt_spec *s, uint8_t *pl, size_t *plen)
+{
+	pl[2] = 0x80;
+}
+
+static void m_phase(struct pkt_spec *s, uint8_t *pl, size_t *plen)
+{
+	pl[1] = WARP_PHASE_KEY;
+}
+
 static void m_ip_options(struct pkt_spec *s, uint8_t *pl, size_t *plen)
 {
 	s->ip_options = 1;
@@ -274,6 +284,10 @@ static const struct ka_case ka_cases[] = {
 	{"v4 wrong source port -> drop", 4, PKT_CSUM_FULL, m_wrong_src_port, NULL, 0, false, true,
 	 WARP_KA_STAT_DROP_WRONG_SOURCE, DO_ALL},
 	{"v4 ping one byte short -> pass", 4, PKT_CSUM_FULL, m_short_ping, NULL, 0, false, false,
+	 WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
+	{"v4 ping with reserved bits set -> pass", 4, PKT_CSUM_FULL, m_reserved, NULL, 0, false,
+	 false, WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
+	{"v6 ping with a key phase -> pass", 6, PKT_CSUM_FULL, m_phase, NULL, 0, false, false,
 	 WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
 	{"v4 ping with trailing bytes -> pass", 4, PKT_CSUM_FULL, m_long_ping, NULL, 0, false,
 	 false, WARP_KA_STAT_PASS_MALFORMED, DO_ALL},
@@ -657,6 +671,9 @@ static void test_user_verify(void **state)
 	base_spec(&s, 4, PKT_CSUM_FULL);
 	peer_sockaddr(4, &src, &s);
 	assert_int_equal(warp_fp_ka_add(fp, CID_B, CID_A, (struct sockaddr *)&src, PORT_B), 0);
+	memset(reply, 0, sizeof(reply)); /* the zero CID is never registered */
+	assert_int_equal(warp_fp_ka_add(fp, reply, CID_A, (struct sockaddr *)&src, PORT_B),
+			 -EINVAL);
 	pkt_ping(ping, CID_B, 1, NONCE, AUTH);
 	assert_int_equal(warp_fp_input(fp, ping, sizeof(ping), (struct sockaddr *)&src, PORT_B, 0,
 				       reply, &rl),

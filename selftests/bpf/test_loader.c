@@ -336,6 +336,9 @@ static void test_demux_lo(void **state)
 	}
 	for (i = 0; i < 4; i++)
 		senders[i] = udp_sock((uint16_t)(7310 + i), false);
+	memset(pkt, 0, sizeof(pkt));
+	assert_int_equal(warp_fp_demux_route_add(d, pkt, 1), -EINVAL); /* zero CID */
+	assert_int_equal(warp_fp_demux_route_add(d, cids[0], NS), -EINVAL);
 
 	/* many source ports per CID: the kernel's hash would scatter them */
 	memset(pkt, 0, sizeof(pkt));

@@ -152,10 +152,12 @@ const char *warp_fp_demux_status(const struct warp_fp_demux *d)
 int warp_fp_demux_route_add(struct warp_fp_demux *d, const uint8_t cid[WARP_CID_LEN],
 			    unsigned int index)
 {
+	static const uint8_t zero[WARP_CID_LEN];
 	struct warp_cid_route r = {.sock_index = index};
 	int err;
 
-	if (index >= d->nsocks)
+	/* the zero CID means "not known yet" and is never routed */
+	if (index >= d->nsocks || !memcmp(cid, zero, WARP_CID_LEN))
 		return -EINVAL;
 	err = fp_table_put(&d->routes, cid, &r);
 	if (err || !d->skel)

@@ -814,6 +814,11 @@ int warp_fp_ka_add(struct warp_fp *fp, const uint8_t cid[WARP_CID_LEN],
 	struct warp_ka_key k;
 	int err;
 
+	static const uint8_t zero[WARP_CID_LEN];
+
+	/* the zero CID means "not known yet" and is never chosen */
+	if (!memcmp(cid, zero, WARP_CID_LEN) || !memcmp(peer_cid, zero, WARP_CID_LEN))
+		return -EINVAL;
 	memset(&e, 0, sizeof(e));
 	memcpy(k.cid, cid, WARP_CID_LEN);
 	memcpy(e.peer_cid, peer_cid, WARP_CID_LEN);
@@ -1011,7 +1016,8 @@ static enum warp_fp_verdict user_ping(struct warp_fp *fp, const uint8_t *buf, si
 	uint16_t port_be;
 	uint8_t *r = reply;
 
-	if (len != WARP_PING_LEN || !reply || !reply_len || *reply_len < len) {
+	if (len != WARP_PING_LEN || (buf[1] | buf[2] | buf[3]) || !reply || !reply_len ||
+	    *reply_len < len) {
 		ucount(fp, &fp->ka_stat[WARP_KA_STAT_PASS_MALFORMED], false);
 		return WARP_FP_PASS;
 	}
