@@ -11,7 +11,6 @@
 
 #include <warpgate/wire.h>
 
-#include "fastpath_stats.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

@@ -21,7 +21,6 @@
 
 #include <warpgate/wire.h>
 
-#include "fastpath_stats.h"
 
 #define WARP_PONG_TTL	 64
 #define IP_MF		 0x2000
@@ -78,6 +77,9 @@ static __always_inline int warp_parse(struct warp_pkt *p)
 		if (ip->protocol != IPPROTO_UDP)
 			return WARP_KA_STAT_PASS_NOT_UDP;
 		tot = bpf_ntohs(ip->tot_len);
+		/* Re-state the 16-bit bound after the byte swap: the 6.1 verifier loses it and
+		 * then refuses the pointer arithmetic below. */
+		asm volatile("%0 &= 0xffff" : "+r"(tot));
 		if (tot < sizeof(*ip) + sizeof(struct udphdr) || (void *)ip + tot > p->data_end)
 			return WARP_KA_STAT_PASS_MALFORMED;
 		p->ip4 = ip;
@@ -97,6 +99,7 @@ static __always_inline int warp_parse(struct warp_pkt *p)
 		if (ip6->nexthdr != IPPROTO_UDP)
 			return WARP_KA_STAT_PASS_NOT_UDP; /* extension headers included */
 		plen = bpf_ntohs(ip6->payload_len);
+		asm volatile("%0 &= 0xffff" : "+r"(plen)); /* as for tot above */
 		if (plen < sizeof(struct udphdr) || (void *)(ip6 + 1) + plen > p->data_end)
 			return WARP_KA_STAT_PASS_MALFORMED; /* also jumbograms (plen 0) */
 		p->ip6 = ip6;

@@ -50,7 +50,6 @@
 
 #include <warpgate/wire.h>
 
-#include "../../bpf/fastpath_stats.h"
 
 struct warp_loop;
 struct warp_fp;
