@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "net/endpoint.h"
+#include "bpf/fastpath.h"
 #include "pipe/frame.h"
 #include "pipe/handshake.h"
 #include "pipe/pipe_internal.h"
@@ -114,6 +115,7 @@ struct warp_pipe {
 	void *user;
 	int all_sub;           /* internal id of the WARP_SUB_ALL subscription (0: none) */
 	bool flush_pending;    /* a deferred flush is queued on the loop */
+	bool ka_installed;     /* the kernel answers this pipe's keepalive pings */
 	bool half_close;
 	struct list_head sub_cbs;
 	uint64_t app_idle_ns;  /* close after this long without messages (0: never) */
@@ -130,6 +132,7 @@ struct sub_cb {
 
 static void pipe_kick(struct warp_pipe *p);
 static void pipe_free(struct warp_pipe *p);
+static void ka_sync(struct warp_pipe *p);
 
 void pipe_get(struct warp_pipe *p)
 {
@@ -684,6 +687,8 @@ static void pipe_unregister(struct warp_pipe *p)
 
 	if (!p->registered)
 		return;
+	p->open = false;
+	ka_sync(p);
 	p->registered = false;
 	list_del(&p->link);
 	e = cidtab_get(&p->node->cids, p->local_cid);
@@ -835,6 +840,32 @@ static void pipe_flush(struct warp_pipe *p, uint64_t now)
 	}
 }
 
+/* The kernel (or the fast path's userspace twin) answers keepalive pings for pipes on UDP
+ * paths, once the session is confirmed: before that a ping proves nothing. */
+static void ka_sync(struct warp_pipe *p)
+{
+	struct warp_fp *fp = p->node ? p->node->fastpath : NULL;
+	struct pipe_path *path = p->path;
+	bool want = fp && p->registered && p->open && path &&
+		    (path->kind == PATH_UDP_SHARED || path->kind == PATH_UDP_OWN) &&
+		    warp_session_confirmed(p->sess);
+	uint16_t lport;
+
+	if (!fp)
+		return;
+	if (!want) {
+		if (p->ka_installed)
+			warp_fp_ka_del(fp, p->local_cid);
+		p->ka_installed = false;
+		return;
+	}
+	lport = path->kind == PATH_UDP_OWN ? warp_ep_port((struct sockaddr *)&path->local)
+					   : p->node->port;
+	if (warp_fp_ka_add(fp, p->local_cid, p->peer_cid, (struct sockaddr *)&path->remote,
+			   lport) == 0)
+		p->ka_installed = true;
+}
+
 static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
 {
 	uint64_t m = a < b ? a : b;
@@ -853,6 +884,8 @@ static void pipe_arm(struct warp_pipe *p)
 		pipe_unregister(p);
 		return;
 	}
+	if (!p->ka_installed && p->node->fastpath)
+		ka_sync(p);
 	t = min3(warp_stream_next_deadline(p->stream), warp_session_next_timeout(p->sess),
 		 p->open ? p->next_ping_ns : UINT64_MAX);
 	if (p->open && p->app_idle_ns && p->last_msg_ns + p->app_idle_ns < t)
@@ -1019,6 +1052,8 @@ static void maybe_follow(struct warp_pipe *p, const struct sockaddr *src,
 		memcpy(&p->path->local, dst, warp_ep_len(dst));
 	p->path->ifindex = ifindex;
 	p->path_changes++;
+	if (p->ka_installed)
+		ka_sync(p); /* the kernel must answer the peer at its new endpoint */
 }
 
 static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
@@ -1736,6 +1771,7 @@ int pipe_migrate(struct warp_pipe *p, struct pipe_path *path)
 	p->path = path;
 	p->cls = path->cls;
 	p->path_changes++;
+	ka_sync(p);
 	pipe_kick(p);
 	return 0;
 }
