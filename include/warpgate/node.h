@@ -56,6 +56,9 @@ void warp_node_on_accept(struct warp_node *node, warp_accept_cb cb, void *user);
 /* Restricts inbound peers to these keys (NULL/0: everyone). */
 int warp_node_allow(struct warp_node *node, const uint8_t (*keys)[WARP_PUBKEY_LEN], size_t n);
 
+/* "bpf: active (xdp: eth0)" or "bpf: off (reason)". */
+const char *warp_node_bpf_status(const struct warp_node *node);
+
 /* Status as JSON (malloc'd). */
 char *warp_node_status_json(struct warp_node *node);
 
