@@ -47,6 +47,11 @@ const struct warp_identity *warp_node_identity(const struct warp_node *node);
 const struct warp_conf *warp_node_conf(const struct warp_node *node);
 uint16_t warp_node_port(const struct warp_node *node);
 
+/* Waits (running the loop) until the node has learned what it can about the network: NAT
+ * type and external endpoints, clock, brokers (each part is time-bounded).  0 or -ETIMEDOUT.
+ * A test-mode node is ready at once. */
+int warp_node_wait_ready(struct warp_node *node, int timeout_ms);
+
 int warp_node_address(struct warp_node *node, struct warp_node_addr *out);
 int warp_node_address_text(struct warp_node *node, char *buf, size_t cap);
 

@@ -25,6 +25,7 @@
 #include "core/util.h"
 #include "bpf/fastpath.h"
 #include "net/endpoint.h"
+#include "node/netstate.h"
 #include "node/node_internal.h"
 
 int node_rx_hook_add(struct warp_node *node, enum node_rx_class cls, struct node_rx_hook *h)
@@ -438,6 +439,13 @@ struct warp_node *warp_node_start_with(const struct warp_conf *conf, struct warp
 	err = start_io(node);
 	if (err)
 		goto fail;
+	/* Network awareness only when something of it is on (never in test mode). */
+	if (!(node->conf.flags & WARP_CONF_TEST_MODE) &&
+	    (node->conf.nstun || node->conf.nntp || node->conf.nmqtt)) {
+		err = netstate_start(node);
+		if (err)
+			goto fail;
+	}
 	pr_debug("node started on port %u in %.3f ms", node->port,
 		 (double)(warp_time_ns() - node->started_ns) / 1e6);
 	return node;
@@ -457,6 +465,7 @@ void warp_node_close(struct warp_node *node)
 	if (!node)
 		return;
 	pipe_layer_fini(node);
+	netstate_stop(node);
 	warp_fp_free(node->fastpath);
 	close_socks(node);
 	warp_netwatch_free(node->watch);
@@ -596,6 +605,7 @@ int warp_node_address(struct warp_node *node, struct warp_node_addr *a)
 			}
 		}
 	}
+	netstate_fill_address(node, a);
 	return 0;
 }
 
