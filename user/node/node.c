@@ -27,6 +27,7 @@
 #include "net/endpoint.h"
 #include "node/netstate.h"
 #include "node/node_internal.h"
+#include "traverse/traverse.h"
 
 int node_rx_hook_add(struct warp_node *node, enum node_rx_class cls, struct node_rx_hook *h)
 {
@@ -446,6 +447,9 @@ struct warp_node *warp_node_start_with(const struct warp_conf *conf, struct warp
 		if (err)
 			goto fail;
 	}
+	err = traverse_node_start(node);
+	if (err)
+		goto fail;
 	pr_debug("node started on port %u in %.3f ms", node->port,
 		 (double)(warp_time_ns() - node->started_ns) / 1e6);
 	return node;
@@ -464,6 +468,7 @@ void warp_node_close(struct warp_node *node)
 {
 	if (!node)
 		return;
+	traverse_node_stop(node);
 	pipe_layer_fini(node);
 	netstate_stop(node);
 	warp_fp_free(node->fastpath);

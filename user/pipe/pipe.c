@@ -57,6 +57,8 @@ struct pipe_ctx {
 	unsigned int responders;
 	pipe_probe_fn probe_fn;
 	void *probe_user;
+	pipe_inbound_fn inbound_fn;
+	void *inbound_user;
 	struct list_head orphans;       /* accepted TCP paths waiting for their INIT */
 	/* UDP send batch: packets of one pipe flush go out in one sendmmsg */
 	uint8_t *batch_buf;
@@ -438,10 +440,7 @@ static void hs_done(struct pipe_hs *h)
 
 		pr_debug("accepted pipe from %s",
 			 warp_ep_str((struct sockaddr *)&p->path->remote, ep, sizeof(ep)));
-		if (node->accept_cb) {
-			pipe_get(p);
-			node->accept_cb(node, p, node->accept_user);
-		}
+		pipe_deliver_inbound(node, p);
 	} else if (cb) {
 		pipe_get(p);
 		cb(p, 0, user);
@@ -1395,6 +1394,28 @@ void pipe_layer_fini(struct warp_node *node)
 bool pipe_layer_rx(struct warp_node *node, struct node_sock *s, struct warp_dgram *d, void *user)
 {
 	return node_rx(node, s, d, ctx_of(node));
+}
+
+void pipe_set_inbound_hook(struct warp_node *node, pipe_inbound_fn fn, void *user)
+{
+	ctx_of(node)->inbound_fn = fn;
+	ctx_of(node)->inbound_user = user;
+}
+
+void pipe_deliver_inbound(struct warp_node *node, struct warp_pipe *p)
+{
+	struct pipe_ctx *ctx = ctx_of(node);
+
+	pipe_get(p);
+	if (ctx->inbound_fn && ctx->inbound_fn(node, p, ctx->inbound_user))
+		return;
+	if (node->accept_cb) {
+		node->accept_cb(node, p, node->accept_user);
+		return;
+	}
+	/* Nobody wants it (not listening any more): end it so the peer knows. */
+	warp_pipe_close(p);
+	pipe_put(p);
 }
 
 void pipe_set_probe_handler(struct warp_node *node, pipe_probe_fn fn, void *user)
