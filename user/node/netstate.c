@@ -29,6 +29,7 @@
 #define REFRESH_MS        25000 /* under the 30 s UDP timeouts many NATs use */
 #define STUN_TIMEOUT_MS   1500
 #define SIGNAL_WAIT_MS    2000  /* readiness waits this long for a broker at most */
+#define CACHE_STANDIN_MS  2500  /* a cached NAT report stands in after this long */
 #define MAX_SRV           8
 
 struct refl {
@@ -513,8 +514,9 @@ bool netstate_ready(const struct warp_node *node)
 	for (int f = 0; f < 2; f++) {
 		if (ns->refl[f].pending)
 			return false;
-		/* A cached report is good enough to publish; the fresh one replaces it. */
-		if (ns->det[f] && !ns->rep_have[f])
+		/* Wait for the fresh classification; a cached one (same network fingerprint)
+		 * stands in only if the measurement is slow. */
+		if (ns->det[f] && !(ns->rep_have[f] && since(ns) >= CACHE_STANDIN_MS))
 			return false;
 	}
 	if (ns->clock_pending)
