@@ -55,13 +55,15 @@ static void test_race(void **state)
 
 	/* first success wins; a different second mapping is deleted */
 	warp_portmap_race_init(&r, 2);
-	assert_int_equal(warp_portmap_race_result(&r, 1, 0, (struct sockaddr *)&a), WARP_PORTMAP_WIN);
+	assert_int_equal(warp_portmap_race_result(&r, 1, 0, (struct sockaddr *)&a),
+			 WARP_PORTMAP_WIN);
 	assert_int_equal(r.winner, 1);
 	assert_int_equal(warp_portmap_race_result(&r, 0, 0, (struct sockaddr *)&b),
 			 WARP_PORTMAP_DELETE_LOSER);
 	/* the same rule reached through the other protocol is left alone */
 	warp_portmap_race_init(&r, 2);
-	assert_int_equal(warp_portmap_race_result(&r, 0, 0, (struct sockaddr *)&a), WARP_PORTMAP_WIN);
+	assert_int_equal(warp_portmap_race_result(&r, 0, 0, (struct sockaddr *)&a),
+			 WARP_PORTMAP_WIN);
 	assert_int_equal(warp_portmap_race_result(&r, 1, 0, (struct sockaddr *)&a),
 			 WARP_PORTMAP_KEEP_SAME);
 	/* failures: wait for the other, then give up */
@@ -71,7 +73,8 @@ static void test_race(void **state)
 			 WARP_PORTMAP_ALL_FAILED);
 	/* a failure after a win changes nothing */
 	warp_portmap_race_init(&r, 2);
-	assert_int_equal(warp_portmap_race_result(&r, 0, 0, (struct sockaddr *)&a), WARP_PORTMAP_WIN);
+	assert_int_equal(warp_portmap_race_result(&r, 0, 0, (struct sockaddr *)&a),
+			 WARP_PORTMAP_WIN);
 	assert_int_equal(warp_portmap_race_result(&r, 1, -EIO, NULL), WARP_PORTMAP_WAIT);
 	/* one method only */
 	warp_portmap_race_init(&r, 1);

@@ -143,7 +143,8 @@ static int setup(void **state)
 	if (sh("set -e; for n in %1$s %2$s %3$s; do ip -n $n link set lo up; done;"
 	       "ip link add wa netns %1$s type veth peer name wb netns %2$s;"
 	       "ip link add la netns %2$s type veth peer name lb netns %3$s;"
-	       "ip -n %1$s addr add 198.19.77.1/24 dev wa; ip -n %1$s addr add 198.19.77.2/24 dev wa;"
+	       "ip -n %1$s addr add 198.19.77.1/24 dev wa; ip -n %1$s addr add 198.19.77.2/24 dev "
+	       "wa;"
 	       "ip -n %1$s link set wa up;"
 	       "ip -n %2$s addr add 198.19.77.10/24 dev wb; ip -n %2$s link set wb up;"
 	       "ip -n %2$s addr add 192.168.77.1/24 dev la; ip -n %2$s link set la up;"
@@ -154,7 +155,8 @@ static int setup(void **state)
 		goto fail;
 	if (sh("ip netns exec %s nft -f - <<'EOF'\n"
 	       "table inet wpgpm {\n"
-	       " chain forward { type filter hook forward priority 0; policy accept; jump fwd_upnp; }\n"
+	       " chain forward { type filter hook forward priority 0; policy accept; jump "
+	       "fwd_upnp; }\n"
 	       " chain fwd_upnp { }\n"
 	       " chain prerouting { type nat hook prerouting priority -100; policy accept; "
 	       "jump pre_upnp; }\n"
@@ -169,9 +171,12 @@ static int setup(void **state)
 	snprintf(pidf, sizeof(pidf), "%s/stun.pid", dir);
 	snprintf(db, sizeof(db), "%s/stun.db", dir);
 	{
-		char *argv[] = { "turnserver", "-n", "-S", "--no-tls", "--no-dtls", "--no-cli",
-				 "--simple-log", "--pidfile", pidf, "--userdb", db, "-L",
-				 "198.19.77.1", "-L", "198.19.77.2", "-p", "3478", NULL };
+		char *argv[] = { "turnserver",	 "-n",	      "-S",
+				 "--no-tls",	 "--no-dtls", "--no-cli",
+				 "--simple-log", "--pidfile", pidf,
+				 "--userdb",	 db,	      "-L",
+				 "198.19.77.1",	 "-L",	      "198.19.77.2",
+				 "-p",		 "3478",      NULL };
 
 		pid_stun = spawn_in(ns_w, argv, stunlog);
 	}

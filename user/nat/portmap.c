@@ -299,7 +299,8 @@ static int upnp_discover(struct worker *w)
 	/* 2 = "valid IGD, not connected": lab routers in reserved ranges say that */
 	if (r == 1 || r == 2) {
 		w->have_igd = true;
-		pr_debug("IGD at %s (%s)", w->urls.controlURL, r == 1 ? "connected" : "not connected");
+		pr_debug("IGD at %s (%s)", w->urls.controlURL,
+			 r == 1 ? "connected" : "not connected");
 		return 0;
 	}
 	if (r)
@@ -356,8 +357,9 @@ static void upnp_map(struct worker *w, bool renew)
 	if (!err && __atomic_load_n(&w->quit, __ATOMIC_ACQUIRE))
 		err = -ECANCELED;
 	if (!err) {
-		uint16_t want = renew ? w->ext_port :
-					w->cfg.external_port ? w->cfg.external_port : w->cfg.internal_port;
+		uint16_t want = renew		       ? w->ext_port
+				: w->cfg.external_port ? w->cfg.external_port
+						       : w->cfg.internal_port;
 
 		err = upnp_add(w, want, w->cfg.lease_s, &port);
 	}
@@ -435,7 +437,8 @@ static void upnp_cleanup(struct worker *w)
 					   w->pinhole_id);
 
 		if (r)
-			pr_warn("UPnP: cannot delete pinhole %s: %s", w->pinhole_id, strupnperror(r));
+			pr_warn("UPnP: cannot delete pinhole %s: %s", w->pinhole_id,
+				strupnperror(r));
 		w->pinhole = false;
 	}
 	if (w->have_igd) {
@@ -466,8 +469,8 @@ static int natpmp_do(struct worker *w, bool mapping, uint16_t priv, uint16_t pub
 	r = initnatpmp(&n, w->cfg.gateway[0] ? 1 : 0, gw);
 	if (r < 0)
 		return warp_portmap_natpmp_err(r);
-	r = mapping ? sendnewportmappingrequest(&n, proto, priv, pub, life) :
-		      sendpublicaddressrequest(&n);
+	r = mapping ? sendnewportmappingrequest(&n, proto, priv, pub, life)
+		    : sendpublicaddressrequest(&n);
 	while (r >= 0) {
 		struct timeval tv;
 		fd_set fds;
@@ -504,8 +507,9 @@ static void natpmp_map(struct worker *w, bool renew)
 	if (!res)
 		return;
 	res->job = renew ? JOB_RENEW : JOB_ADD;
-	want = renew ? w->ext_port :
-		       w->cfg.external_port ? w->cfg.external_port : w->cfg.internal_port;
+	want = renew		      ? w->ext_port
+	       : w->cfg.external_port ? w->cfg.external_port
+				      : w->cfg.internal_port;
 	err = natpmp_do(w, false, 0, 0, 0, &resp);
 	if (!err)
 		inet_ntop(AF_INET, &resp.pnu.publicaddress.addr, extip, sizeof(extip));
@@ -641,8 +645,7 @@ static void start_race(struct warp_portmap *pm)
 {
 	warp_portmap_race_init(&pm->race, pm->nw);
 	for (unsigned int i = 0; i < pm->nw; i++)
-		if (pm->w[i].method == WARP_PORTMAP_NATPMP ||
-		    (pm->cfg.methods & WARP_PORTMAP_UPNP))
+		if (pm->w[i].method == WARP_PORTMAP_NATPMP || (pm->cfg.methods & WARP_PORTMAP_UPNP))
 			enqueue(&pm->w[i], JOB_ADD);
 		else
 			warp_portmap_race_result(&pm->race, i, -EOPNOTSUPP, NULL);

@@ -32,18 +32,18 @@ enum warp_portmap_method {
 };
 
 struct warp_portmap_cfg {
-	int proto;              /* IPPROTO_UDP (default) or IPPROTO_TCP */
+	int proto; /* IPPROTO_UDP (default) or IPPROTO_TCP */
 	uint16_t internal_port;
-	uint16_t external_port; /* wanted external port; 0: the internal port */
-	char internal_addr[46]; /* our LAN IPv4 for UPnP; "": the one miniupnpc reports */
+	uint16_t external_port;	 /* wanted external port; 0: the internal port */
+	char internal_addr[46];	 /* our LAN IPv4 for UPnP; "": the one miniupnpc reports */
 	char internal_addr6[46]; /* global IPv6 to open a pinhole for; "": no pinhole */
-	char multicast_if[64];  /* interface name or IPv4 address for SSDP; "": default */
-	char gateway[46];       /* NAT-PMP gateway; "": the default route's */
-	uint32_t lease_s;       /* requested lifetime (3600) */
-	uint32_t discover_ms;   /* SSDP wait (2000; miniupnpc waits at least 1000) */
-	uint32_t natpmp_ms;     /* NAT-PMP answer wait (2000) */
-	unsigned int methods;   /* enum warp_portmap_method bits (UPNP | NATPMP) */
-	char description[64];   /* UPnP description ("warpgate") */
+	char multicast_if[64];	 /* interface name or IPv4 address for SSDP; "": default */
+	char gateway[46];	 /* NAT-PMP gateway; "": the default route's */
+	uint32_t lease_s;	 /* requested lifetime (3600) */
+	uint32_t discover_ms;	 /* SSDP wait (2000; miniupnpc waits at least 1000) */
+	uint32_t natpmp_ms;	 /* NAT-PMP answer wait (2000) */
+	unsigned int methods;	 /* enum warp_portmap_method bits (UPNP | NATPMP) */
+	char description[64];	 /* UPnP description ("warpgate") */
 };
 
 void warp_portmap_cfg_default(struct warp_portmap_cfg *cfg);
@@ -87,17 +87,17 @@ uint64_t warp_portmap_renew_at(uint64_t granted_ns, uint32_t lifetime_s);
 uint64_t warp_portmap_retry_at(uint64_t now_ns, uint64_t expires_ns, unsigned int failures);
 
 enum warp_portmap_action {
-	WARP_PORTMAP_WAIT,          /* nothing to do yet */
-	WARP_PORTMAP_WIN,           /* this result is the mapping */
-	WARP_PORTMAP_KEEP_SAME,     /* same mapping as the winner's: leave it, do not renew it */
-	WARP_PORTMAP_DELETE_LOSER,  /* a second, different mapping: remove it */
+	WARP_PORTMAP_WAIT,	   /* nothing to do yet */
+	WARP_PORTMAP_WIN,	   /* this result is the mapping */
+	WARP_PORTMAP_KEEP_SAME,	   /* same mapping as the winner's: leave it, do not renew it */
+	WARP_PORTMAP_DELETE_LOSER, /* a second, different mapping: remove it */
 	WARP_PORTMAP_ALL_FAILED,
 };
 
 struct warp_portmap_race {
-	int winner;        /* index of the winning method, -1: none yet */
-	unsigned int n;    /* methods racing */
-	uint8_t state[2];  /* 0 pending, 1 mapped, 2 failed */
+	int winner;	  /* index of the winning method, -1: none yet */
+	unsigned int n;	  /* methods racing */
+	uint8_t state[2]; /* 0 pending, 1 mapped, 2 failed */
 	struct sockaddr_storage ext[2];
 };
 
