@@ -179,6 +179,13 @@ struct shared {
 	struct warp_portmap *pm;
 };
 
+struct igd {
+	bool have;
+	struct UPNPUrls urls;
+	struct IGDdatas data;
+	char lanaddr[64];
+};
+
 struct worker {
 	struct shared *sh;
 	struct warp_loop *loop;
@@ -191,15 +198,15 @@ struct worker {
 	pthread_cond_t cond;
 	struct job *head, *tail;
 	bool quit;
+	/* IGD found over IPv4 (port mappings) and over IPv6 (pinholes: miniupnpd and the spec
+	 * want the pinhole requested from the internal IPv6 address itself) */
+	struct igd igd4, igd6;
 	/* what exists on the gateway because of us */
-	bool have_igd;
-	struct UPNPUrls urls;
-	struct IGDdatas data;
-	char lanaddr[64];
 	bool mapped;
 	uint16_t ext_port;
 	uint32_t lease;
 	bool pinhole;
+	struct igd *pinhole_igd;
 	char pinhole_id[16];
 };
 
@@ -279,38 +286,39 @@ static const char *const igd_types[] = {
 	NULL,
 };
 
-static int upnp_discover(struct worker *w)
+static int upnp_discover(struct worker *w, struct igd *g, bool ipv6)
 {
 	struct UPNPDev *devs;
 	int err = 0, r;
 
-	if (w->have_igd)
+	if (g->have)
 		return 0;
 	/* both IGD generations in one M-SEARCH round: one wait (miniupnpc makes it >= 1 s)
 	 * instead of one per device type */
 	devs = upnpDiscoverDevices(igd_types, (int)w->cfg.discover_ms,
 				   w->cfg.multicast_if[0] ? w->cfg.multicast_if : NULL, NULL,
-				   UPNP_LOCAL_PORT_ANY, 0, 2, &err, 1);
+				   UPNP_LOCAL_PORT_ANY, ipv6, 2, &err, 1);
 	if (!devs)
 		return -WARP_ENOTFOUND;
-	memset(&w->urls, 0, sizeof(w->urls));
-	r = UPNP_GetValidIGD(devs, &w->urls, &w->data, w->lanaddr, sizeof(w->lanaddr));
+	memset(&g->urls, 0, sizeof(g->urls));
+	r = UPNP_GetValidIGD(devs, &g->urls, &g->data, g->lanaddr, sizeof(g->lanaddr));
 	freeUPNPDevlist(devs);
 	/* 2 = "valid IGD, not connected": lab routers in reserved ranges say that */
 	if (r == 1 || r == 2) {
-		w->have_igd = true;
-		pr_debug("IGD at %s (%s)", w->urls.controlURL,
+		g->have = true;
+		pr_debug("IGD at %s (%s)", g->urls.controlURL,
 			 r == 1 ? "connected" : "not connected");
 		return 0;
 	}
 	if (r)
-		FreeUPNPUrls(&w->urls);
+		FreeUPNPUrls(&g->urls);
 	return -WARP_ENOTFOUND;
 }
 
 static int upnp_add(struct worker *w, uint16_t ext, uint32_t lease, uint16_t *got)
 {
-	const char *client = w->cfg.internal_addr[0] ? w->cfg.internal_addr : w->lanaddr;
+	struct igd *g = &w->igd4;
+	const char *client = w->cfg.internal_addr[0] ? w->cfg.internal_addr : g->lanaddr;
 	char ext_s[8], in_s[8], lease_s[12], reserved[8] = "";
 	int r = -1;
 
@@ -318,7 +326,7 @@ static int upnp_add(struct worker *w, uint16_t ext, uint32_t lease, uint16_t *go
 	for (int attempt = 0; attempt < 4; attempt++) {
 		snprintf(ext_s, sizeof(ext_s), "%u", ext);
 		snprintf(lease_s, sizeof(lease_s), "%u", lease);
-		r = UPNP_AddPortMapping(w->urls.controlURL, w->data.first.servicetype, ext_s, in_s,
+		r = UPNP_AddPortMapping(g->urls.controlURL, g->data.first.servicetype, ext_s, in_s,
 					client, w->cfg.description, proto_name(w), NULL, lease_s);
 		if (r == 725 && lease) { /* OnlyPermanentLeasesSupported */
 			lease = 0;
@@ -327,7 +335,7 @@ static int upnp_add(struct worker *w, uint16_t ext, uint32_t lease, uint16_t *go
 		if (r != 718 || w->mapped)
 			break;
 		/* taken by someone else: let an IGDv2 pick, else try a random port */
-		if (UPNP_AddAnyPortMapping(w->urls.controlURL, w->data.first.servicetype, ext_s,
+		if (UPNP_AddAnyPortMapping(g->urls.controlURL, g->data.first.servicetype, ext_s,
 					   in_s, client, w->cfg.description, proto_name(w), NULL,
 					   lease_s, reserved) == 0) {
 			ext = (uint16_t)atoi(reserved);
@@ -353,7 +361,7 @@ static void upnp_map(struct worker *w, bool renew)
 	if (!res)
 		return;
 	res->job = renew ? JOB_RENEW : JOB_ADD;
-	err = upnp_discover(w);
+	err = upnp_discover(w, &w->igd4, false);
 	if (!err && __atomic_load_n(&w->quit, __ATOMIC_ACQUIRE))
 		err = -ECANCELED;
 	if (!err) {
@@ -366,7 +374,8 @@ static void upnp_map(struct worker *w, bool renew)
 	if (!err) {
 		w->mapped = true;
 		w->ext_port = port;
-		if (UPNP_GetExternalIPAddress(w->urls.controlURL, w->data.first.servicetype, extip))
+		if (UPNP_GetExternalIPAddress(w->igd4.urls.controlURL,
+					      w->igd4.data.first.servicetype, extip))
 			extip[0] = '\0';
 		set_ext(&res->ext, AF_INET, extip, port);
 		res->lifetime = w->lease;
@@ -380,6 +389,7 @@ static void upnp_pinhole(struct worker *w, bool renew)
 	struct result *res;
 	char in_s[8], lease_s[12], proto_s[4];
 	uint32_t lease = w->cfg.lease_s > 86400 ? 86400 : w->cfg.lease_s ? w->cfg.lease_s : 3600;
+	struct igd *g;
 	int r, err;
 
 	if (!w->cfg.internal_addr6[0] || !(w->cfg.methods & WARP_PORTMAP_PINHOLE6))
@@ -389,21 +399,30 @@ static void upnp_pinhole(struct worker *w, bool renew)
 		return;
 	res->pinhole = true;
 	res->job = renew ? JOB_RENEW_PINHOLE : JOB_ADD;
-	err = upnp_discover(w);
-	if (!err && (!w->urls.controlURL_6FC || !w->data.IPv6FC.servicetype[0]))
+	/* over IPv6 first (the request must come from the address being opened), else over
+	 * the IPv4 IGD for gateways that do not check */
+	g = &w->igd6;
+	err = upnp_discover(w, g, true);
+	if (err || !g->urls.controlURL_6FC || !g->data.IPv6FC.servicetype[0]) {
+		g = &w->igd4;
+		err = upnp_discover(w, g, false);
+	}
+	if (!err && (!g->urls.controlURL_6FC || !g->data.IPv6FC.servicetype[0]))
 		err = -EOPNOTSUPP; /* the IGD offers no WANIPv6FirewallControl */
 	snprintf(in_s, sizeof(in_s), "%u", w->cfg.internal_port);
 	snprintf(lease_s, sizeof(lease_s), "%u", lease);
 	snprintf(proto_s, sizeof(proto_s), "%d", w->cfg.proto == IPPROTO_TCP ? 6 : 17);
 	if (!err && renew && w->pinhole) {
-		r = UPNP_UpdatePinhole(w->urls.controlURL_6FC, w->data.IPv6FC.servicetype,
-				       w->pinhole_id, lease_s);
+		r = UPNP_UpdatePinhole(w->pinhole_igd->urls.controlURL_6FC,
+				       w->pinhole_igd->data.IPv6FC.servicetype, w->pinhole_id,
+				       lease_s);
 		err = warp_portmap_upnp_err(r);
 	} else if (!err) {
-		r = UPNP_AddPinhole(w->urls.controlURL_6FC, w->data.IPv6FC.servicetype, "", "0",
+		r = UPNP_AddPinhole(g->urls.controlURL_6FC, g->data.IPv6FC.servicetype, "", "0",
 				    w->cfg.internal_addr6, in_s, proto_s, lease_s, w->pinhole_id);
 		err = warp_portmap_upnp_err(r);
 		w->pinhole = !err;
+		w->pinhole_igd = g;
 	}
 	if (!err) {
 		set_ext(&res->ext, AF_INET6, w->cfg.internal_addr6, w->cfg.internal_port);
@@ -418,10 +437,10 @@ static void upnp_delete(struct worker *w)
 	char ext_s[8];
 	int r;
 
-	if (w->mapped && w->have_igd) {
+	if (w->mapped && w->igd4.have) {
 		snprintf(ext_s, sizeof(ext_s), "%u", w->ext_port);
-		r = UPNP_DeletePortMapping(w->urls.controlURL, w->data.first.servicetype, ext_s,
-					   proto_name(w), NULL);
+		r = UPNP_DeletePortMapping(w->igd4.urls.controlURL, w->igd4.data.first.servicetype,
+					   ext_s, proto_name(w), NULL);
 		if (r && r != 714) /* 714 NoSuchEntryInArray: already gone */
 			pr_warn("UPnP: cannot delete mapping %s/%s: %s", ext_s, proto_name(w),
 				strupnperror(r));
@@ -432,18 +451,21 @@ static void upnp_delete(struct worker *w)
 static void upnp_cleanup(struct worker *w)
 {
 	upnp_delete(w);
-	if (w->pinhole && w->have_igd) {
-		int r = UPNP_DeletePinhole(w->urls.controlURL_6FC, w->data.IPv6FC.servicetype,
-					   w->pinhole_id);
+	if (w->pinhole && w->pinhole_igd && w->pinhole_igd->have) {
+		int r = UPNP_DeletePinhole(w->pinhole_igd->urls.controlURL_6FC,
+					   w->pinhole_igd->data.IPv6FC.servicetype, w->pinhole_id);
 
 		if (r)
 			pr_warn("UPnP: cannot delete pinhole %s: %s", w->pinhole_id,
 				strupnperror(r));
 		w->pinhole = false;
 	}
-	if (w->have_igd) {
-		FreeUPNPUrls(&w->urls);
-		w->have_igd = false;
+	for (int i = 0; i < 2; i++) {
+		struct igd *g = i ? &w->igd6 : &w->igd4;
+
+		if (g->have)
+			FreeUPNPUrls(&g->urls);
+		g->have = false;
 	}
 }
 
@@ -674,11 +696,10 @@ static void handle_pinhole(struct warp_portmap *pm, const struct result *res)
 
 	if (res->status) {
 		pr_debug("IPv6 pinhole: %s", warp_strerror(res->status));
-		if (res->job == JOB_RENEW_PINHOLE) {
-			uint64_t at = now + 30 * SEC;
-
-			warp_timer_arm_at(pm->pinhole_timer, at);
-		}
+		if (res->job == JOB_RENEW_PINHOLE)
+			warp_timer_arm_at(pm->pinhole_timer, now + 30 * SEC);
+		else if (res->status != -ECANCELED)
+			emit(pm, WARP_PORTMAP_PINHOLE, WARP_PORTMAP_PINHOLE6, NULL, res->status);
 		return;
 	}
 	pm->pinhole_lifetime = res->lifetime;

@@ -53,7 +53,9 @@ enum warp_portmap_event {
 	WARP_PORTMAP_RENEWED, /* lease extended (the endpoint may have changed) */
 	WARP_PORTMAP_LOST,    /* the lease ran out without a renewal; racing again */
 	WARP_PORTMAP_FAILED,  /* no method could map; info->err says why (the last error) */
-	WARP_PORTMAP_PINHOLE, /* IPv6 pinhole open: info->external is [addr6]:port */
+	WARP_PORTMAP_PINHOLE, /* IPv6 pinhole: info->err 0 and info->external [addr6]:port when
+			       * open; info->err < 0 when it could not be opened (-EOPNOTSUPP:
+			       * the IGD has no WANIPv6FirewallControl) */
 };
 
 struct warp_portmap_info {
