@@ -317,9 +317,12 @@ static void test_detect_rfc5780(void **state)
 	{
 		bool alt_ok = false, change_ok = false;
 
+		/* the run stops at the first conclusive answer: one alternate is enough */
 		for (unsigned int i = 0; i < r->n_probes; i++) {
-			alt_ok |=
-				r->probes[i].kind == WARP_NAT_PROBE_ALT_IP_PORT && r->probes[i].ok;
+			bool alt = r->probes[i].kind == WARP_NAT_PROBE_ALT_IP ||
+				   r->probes[i].kind == WARP_NAT_PROBE_ALT_IP_PORT;
+
+			alt_ok |= alt && r->probes[i].ok;
 			change_ok |= r->probes[i].kind == WARP_NAT_PROBE_CHANGE_IP_PORT &&
 				     r->probes[i].ok;
 		}

@@ -370,6 +370,7 @@ static void run(unsigned int methods, const char *gateway, uint32_t lease, struc
 	for (int i = 0; i < 20; i++)
 		warp_loop_run_once(loop, 50);
 	warp_portmap_free(pm);
+	warp_loop_run_once(loop, 0); /* results posted meanwhile release their memory */
 	/* nothing is left behind */
 	assert_int_equal(router_rules(), 0);
 	assert_false(forwarded(fd, &l->info.external));

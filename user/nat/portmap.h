@@ -75,7 +75,9 @@ struct warp_portmap *warp_portmap_new(struct warp_loop *loop, const struct warp_
 				      warp_portmap_cb cb, void *user);
 /* The current mapping: 0, or -WARP_ENOTFOUND when none is held. */
 int warp_portmap_get(const struct warp_portmap *pm, struct warp_portmap_info *out);
-/* Removes every mapping and pinhole (blocking, bounded), then frees.  Not from a callback. */
+/* Removes every mapping and pinhole (blocking, bounded), then frees.  Results the workers
+ * posted meanwhile are dropped (and their memory released) when the loop next runs them, so
+ * run the loop once more before freeing it. */
 void warp_portmap_free(struct warp_portmap *pm);
 
 /* ---- pure pieces, exposed for tests ---- */
