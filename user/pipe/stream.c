@@ -71,6 +71,7 @@
 #define DG_WINDOW	1024
 #define DG_MAX_PARTIALS 64
 #define PKT_THRESH	3
+#define REO_MAX		8 /* reordering tolerance steps (see reordering_seen()) */
 #define GRANULARITY_NS	1000000ull
 #define MAX_BACKOFF	16
 #define CWND_MAX	(1ull << 30)
@@ -97,6 +98,7 @@ struct sfrag {
 	uint16_t len;
 	uint8_t flags;
 	uint8_t state;
+	bool fast_lost; /* last declared lost by ack-based detection (not by the RTO) */
 	uint32_t tx_count;
 };
 
@@ -191,6 +193,8 @@ struct warp_stream {
 	unsigned int backoff;
 	uint32_t consecutive_rto;
 	uint64_t rack_order, rack_seq_hi, loss_deadline;
+	unsigned int reo_level; /* widened after spurious fast retransmits */
+	uint32_t ack_echo;      /* echo of the ack being processed */
 
 	/* datagram send */
 	struct dmsg *dq_head, *dq_tail;
@@ -375,11 +379,18 @@ static uint64_t rto_cur(const struct warp_stream *s)
 	return min_u64(rto_base(s) << s->backoff, s->c.rto_max_ms * MS);
 }
 
+/* Time threshold: 9/8 RTT, growing by 1/8 RTT per reordering step seen on the path. */
 static uint64_t loss_delay(const struct warp_stream *s)
 {
 	uint64_t base = s->have_rtt ? max_u64(s->srtt, s->latest_rtt) : s->c.rto_initial_ms * MS;
 
-	return max_u64(base + base / 8, GRANULARITY_NS);
+	return max_u64(base + base * (1 + s->reo_level) / 8, GRANULARITY_NS);
+}
+
+/* Packet threshold: 3, doubling per reordering step. */
+static uint64_t pkt_thresh(const struct warp_stream *s)
+{
+	return (uint64_t)PKT_THRESH << s->reo_level;
 }
 
 /* RFC 6298 smoothing of an RTT sample, with RFC 9002's ack-delay correction. */
@@ -539,10 +550,30 @@ static void mark_lost(struct warp_stream *s, uint64_t seq)
 }
 
 /* A fragment is known to have arrived (by the cumulative point or a SACK block). */
+/*
+ * A fragment declared lost by ack-based detection turned out to have arrived: the path
+ * reorders more than the thresholds allow, so widen them (RACK's reo_wnd adaptation, with the
+ * timestamp echo standing in for DSACK).
+ */
+static void reordering_seen(struct warp_stream *s)
+{
+	if (s->reo_level < REO_MAX) {
+		s->reo_level++;
+		pr_debug("reordering: tolerance step %u", s->reo_level);
+	}
+}
+
 static void frag_delivered(struct warp_stream *s, uint64_t seq, bool limited)
 {
 	struct sfrag *f = sf(s, seq);
 
+	/* Spurious if acknowledged before its retransmission was even sent, or by an ack
+	 * the peer generated before our retransmission could have reached it. */
+	if (f->fast_lost &&
+	    (f->state == SF_LOST ||
+	     (f->tx_count > 1 && s->ack_echo &&
+	      (int32_t)(s->ack_echo - (uint32_t)(f->sent_ns / 1000)) < 0)))
+		reordering_seen(s);
 	if (f->state == SF_INFLIGHT) {
 		txl_remove(s, seq);
 		s->in_flight -= rel_wire(f);
@@ -579,10 +610,12 @@ static void detect_losses(struct warp_stream *s, uint64_t now)
 		if (f->tx_order >= s->rack_order)
 			break;
 		if (f->sent_ns + delay <= now ||
-		    (f->tx_count == 1 && s->rack_seq_hi != NIL && seq + PKT_THRESH <= s->rack_seq_hi)) {
+		    (f->tx_count == 1 && s->rack_seq_hi != NIL &&
+		     seq + pkt_thresh(s) <= s->rack_seq_hi)) {
 			uint64_t sent = f->sent_ns;
 
 			mark_lost(s, seq);
+			f->fast_lost = true;
 			cc_on_loss(s, sent, now);
 		} else {
 			s->loss_deadline = min_u64(s->loss_deadline, f->sent_ns + delay);
@@ -603,8 +636,10 @@ static void on_rto(struct warp_stream *s, uint64_t now)
 		stream_fail(s, -ETIMEDOUT, true, RESET_TIMEOUT);
 		return;
 	}
-	while (s->tx_head != NIL)
+	while (s->tx_head != NIL) {
+		sf(s, s->tx_head)->fast_lost = false;
 		mark_lost(s, s->tx_head);
+	}
 	s->ssthresh = max_u64(flight / 2, min_cwnd(s));
 	s->cwnd = min_cwnd(s);
 	s->ca_acc = 0;
@@ -643,6 +678,7 @@ static void process_ack(struct warp_stream *s, const struct ack_in *a, uint64_t 
 	uint64_t newly = 0;
 
 	s->cwnd_limited = false;
+	s->ack_echo = a->echo;
 	if (a->cum > s->snd_una) {
 		for (uint64_t q = s->snd_una; q < a->cum; q++) {
 			if (sf(s, q)->state != SF_SACKED) {
