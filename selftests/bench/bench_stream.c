@@ -135,8 +135,12 @@ static void run(const char *name, bool tcp, size_t msg, uint64_t count, double l
 		.on_message = on_message,
 	};
 	struct warp_stream_stats st;
-	struct bench b = { .now = SEC, .rng = 42, .loss = loss, .rate = 125000000,
-			   .delay = 5 * MS, .tcp = tcp };
+	struct bench b = {.now = SEC,
+			  .rng = 42,
+			  .loss = loss,
+			  .rate = 125000000,
+			  .delay = 5 * MS,
+			  .tcp = tcp};
 	static uint8_t data[1 << 16], buf[1 << 16];
 	uint64_t sent = 0, t0_sim = b.now;
 	double t0 = wall(), dt, sim;
@@ -151,13 +155,15 @@ static void run(const char *name, bool tcp, size_t msg, uint64_t count, double l
 		bool ack_only;
 		int n;
 
-		while (sent < count && !warp_stream_send(b.ep[0], data, msg, WARP_MSG_RELIABLE, b.now))
+		while (sent < count &&
+		       !warp_stream_send(b.ep[0], data, msg, WARP_MSG_RELIABLE, b.now))
 			sent++;
 		/* TCP mode has no window of its own: the socket buffer (here ~4 MB of link
 		 * backlog) is what stops the integrator from polling. */
 		for (int i = 0; i < 2; i++)
 			while ((!tcp || b.busy_until[i] < b.now + 32 * MS) &&
-			       (n = warp_stream_poll(b.ep[i], buf, sizeof(buf), b.now, &ack_only)) > 0)
+			       (n = warp_stream_poll(b.ep[i], buf, sizeof(buf), b.now, &ack_only)) >
+				       0)
 				transmit(&b, i, buf, (size_t)n);
 		if (b.nheap)
 			t = b.heap[0]->at;

@@ -27,9 +27,9 @@
 #include "core/bytes.h"
 #include "pipe/stream.h"
 
-#define MS	   1000000ull
-#define PAYLOAD	   600
-#define MAX_MSG	   (64u << 10)
+#define MS	1000000ull
+#define PAYLOAD 600
+#define MAX_MSG (64u << 10)
 
 static void check(bool ok, const char *what)
 {
@@ -151,12 +151,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			warp_stream_stats(s, &before);
 			rc = warp_stream_input(s, p, len, now);
 			warp_stream_stats(s, &after);
-			if (rc < 0 && !(rc == -WARP_EMALFORMED && after.close_err == -WARP_EMALFORMED &&
-					before.close_err != -WARP_EMALFORMED))
+			if (rc < 0 &&
+			    !(rc == -WARP_EMALFORMED && after.close_err == -WARP_EMALFORMED &&
+			      before.close_err != -WARP_EMALFORMED))
 				stats_same(&before, &after);
 			if (rc < 0 && after.close_err == -WARP_EMALFORMED &&
 			    before.close_err != -WARP_EMALFORMED)
-				check(after.state >= WARP_STREAM_CLOSED, "violation ends the stream");
+				check(after.state >= WARP_STREAM_CLOSED,
+				      "violation ends the stream");
 			break;
 		}
 		case 1: {
@@ -183,7 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uint16_t len = warp_rd_u16(&r);
 
 			warp_stream_send(s, zeros, len,
-					 (op & 7) == 3 ? WARP_MSG_RELIABLE : WARP_MSG_DATAGRAM, now);
+					 (op & 7) == 3 ? WARP_MSG_RELIABLE : WARP_MSG_DATAGRAM,
+					 now);
 			break;
 		}
 		case 5:
@@ -207,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
  */
 static void put_rec(FILE *f, const uint8_t *p, size_t n)
 {
-	uint8_t h[3] = { 0, (uint8_t)(n >> 8), (uint8_t)n };
+	uint8_t h[3] = {0, (uint8_t)(n >> 8), (uint8_t)n};
 
 	fwrite(h, 1, 3, f);
 	fwrite(p, 1, n, f);
@@ -215,7 +218,7 @@ static void put_rec(FILE *f, const uint8_t *p, size_t n)
 
 static void put_step(FILE *f, uint16_t ms8)
 {
-	uint8_t h[4] = { 1, (uint8_t)(ms8 >> 8), (uint8_t)ms8, 2 };
+	uint8_t h[4] = {1, (uint8_t)(ms8 >> 8), (uint8_t)ms8, 2};
 
 	fwrite(h, 1, 4, f);
 }
@@ -276,7 +279,7 @@ static void gen(const char *dir, const char *name, uint8_t flags, unsigned int s
 
 int main(int argc, char **argv)
 {
-	static const char *names[] = { "ack", "sack-hole", "data-dgram", "close", "reset" };
+	static const char *names[] = {"ack", "sack-hole", "data-dgram", "close", "reset"};
 
 	if (argc != 2)
 		return 2;

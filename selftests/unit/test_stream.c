@@ -23,11 +23,11 @@
 #include "core/bytes.h"
 #include "pipe/stream.h"
 
-#define MS	 1000000ull
-#define SEC	 1000000000ull
-#define NIL	 UINT64_MAX
-#define PAYLOAD	 1150
-#define MAXPKT	 65536
+#define MS	1000000ull
+#define SEC	1000000000ull
+#define NIL	UINT64_MAX
+#define PAYLOAD 1150
+#define MAXPKT	65536
 
 /* ------------------------------------------------------------------ PRNG */
 
@@ -65,9 +65,9 @@ struct pkt {
 };
 
 struct link {
-	double loss, dup, reorder;   /* probabilities */
-	uint64_t delay, jitter;      /* one-way delay; reordered packets get up to jitter more */
-	uint64_t rate;               /* bytes per second, 0 = infinite */
+	double loss, dup, reorder; /* probabilities */
+	uint64_t delay, jitter;	   /* one-way delay; reordered packets get up to jitter more */
+	uint64_t rate;		   /* bytes per second, 0 = infinite */
 };
 
 struct sim;
@@ -214,7 +214,8 @@ static void on_message(void *user, const uint8_t *data, size_t len, unsigned int
 	if (flags == WARP_MSG_RELIABLE) {
 		uint32_t i = e->rel_rx++;
 
-		if (i >= peer->rel_sent || len != peer->rel_sizes[i] || !check(data, len, peer->id, i))
+		if (i >= peer->rel_sent || len != peer->rel_sizes[i] ||
+		    !check(data, len, peer->id, i))
 			e->bad++;
 	} else if (flags == WARP_MSG_DATAGRAM) {
 		uint32_t id;
@@ -271,17 +272,16 @@ static void on_closed(void *user, int err)
 /* The test application: queue as much as the engine takes. */
 static void app_pump(struct ep *e)
 {
-	uint8_t *buf = malloc(1u << 20);
+	static uint8_t buf[1u << 20];
 	bool rel_blocked = false, dg_blocked = false;
 	int rc;
 
-	assert_non_null(buf);
 	/* alternate the two kinds; a kind whose buffer is full sits out the rest of the call */
 	while (e->s && ((!rel_blocked && e->rel_sent < e->rel_total) ||
 			(!dg_blocked && e->dg_sent < e->dg_total))) {
-		bool rel = !rel_blocked && e->rel_sent < e->rel_total &&
-			   (dg_blocked || e->dg_sent >= e->dg_total ||
-			    (e->rel_sent + e->dg_sent) % 2);
+		bool rel =
+			!rel_blocked && e->rel_sent < e->rel_total &&
+			(dg_blocked || e->dg_sent >= e->dg_total || (e->rel_sent + e->dg_sent) % 2);
 
 		if (rel) {
 			size_t len = e->rel_sizes[e->rel_sent];
@@ -315,7 +315,6 @@ static void app_pump(struct ep *e)
 		assert_int_equal(warp_stream_close(e->s, true), 0);
 		e->close_called = true;
 	}
-	free(buf);
 }
 
 static void sim_flush(struct sim *sm, int i)
@@ -324,8 +323,8 @@ static void sim_flush(struct sim *sm, int i)
 	bool ack_only;
 	int n;
 
-	while (sm->ep[i].s && (n = warp_stream_poll(sm->ep[i].s, buf, sizeof(buf), sm->now,
-						    &ack_only)) > 0) {
+	while (sm->ep[i].s &&
+	       (n = warp_stream_poll(sm->ep[i].s, buf, sizeof(buf), sm->now, &ack_only)) > 0) {
 		assert_true((size_t)n <= sm->payload_max);
 		link_send(sm, i, buf, (size_t)n);
 	}
@@ -390,7 +389,8 @@ static bool sim_run(struct sim *sm, sim_done_fn done, uint64_t limit)
 			struct pkt *p = heap_pop(sm);
 
 			if (sm->ep[p->dst].s) {
-				int rc = warp_stream_input(sm->ep[p->dst].s, p->data, p->len, sm->now);
+				int rc = warp_stream_input(sm->ep[p->dst].s, p->data, p->len,
+							   sm->now);
 
 				assert_int_equal(rc, 0);
 			}
@@ -501,7 +501,7 @@ static bool both_done(struct sim *sm)
 
 static struct warp_stream_conf udp_conf(void)
 {
-	struct warp_stream_conf c = { .mode = WARP_STREAM_UDP, .payload_max = PAYLOAD };
+	struct warp_stream_conf c = {.mode = WARP_STREAM_UDP, .payload_max = PAYLOAD};
 
 	return c;
 }
@@ -513,7 +513,7 @@ static void test_basic(void **state)
 	struct warp_stream_conf c = udp_conf();
 	struct sim sm;
 	struct warp_stream_stats st;
-	static const size_t sizes[] = { 0, 1, 1137, 1138, 1139, 5000, 65536, 1u << 20, 3 };
+	static const size_t sizes[] = {0, 1, 1137, 1138, 1139, 5000, 65536, 1u << 20, 3};
 
 	sim_init(&sm, &c, 1);
 	ep_plan(&sm, 0, WARP_ARRAY_SIZE(sizes), 10, 0, 8);
@@ -544,9 +544,12 @@ static void run_lossy(double loss, double dup, double reorder, uint32_t n, uint6
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++) {
-		sm.link[i] = (struct link){ .loss = loss, .dup = dup, .reorder = reorder,
-					    .delay = 15 * MS, .jitter = 10 * MS,
-					    .rate = 20u << 20 };
+		sm.link[i] = (struct link){.loss = loss,
+					   .dup = dup,
+					   .reorder = reorder,
+					   .delay = 15 * MS,
+					   .jitter = 10 * MS,
+					   .rate = 20u << 20};
 	}
 	ep_plan(&sm, 0, n, 65536, 0, 8);
 	ep_plan(&sm, 1, n / 4, 65536, 0, 8);
@@ -561,8 +564,8 @@ static void run_lossy(double loss, double dup, double reorder, uint32_t n, uint6
 		      " frags, %" PRIu64 " retx, %" PRIu64 " RTOs, %" PRIu64
 		      " dups seen, srtt %" PRIu64 " us, cwnd %" PRIu64 ", %.1f s simulated\n",
 		      loss * 100, dup * 100, reorder * 100, n, n / 4, a.frags_sent,
-		      a.frags_retransmitted, a.rto_count, b.spurious_dups_received, a.srtt_us, a.cwnd,
-		      (double)(sm.now - SEC) / SEC);
+		      a.frags_retransmitted, a.rto_count, b.spurious_dups_received, a.srtt_us,
+		      a.cwnd, (double)(sm.now - SEC) / SEC);
 	if (loss > 0)
 		assert_true(a.frags_retransmitted > 0);
 	sim_free(&sm);
@@ -670,8 +673,8 @@ static void paced_app(struct sim *sm)
 	uint64_t t = sm->now < phase_end ? sm->now : phase_end;
 
 	sm->ep[0].rel_total = phase_base + (uint32_t)((t - phase_start) / (20 * MS));
-	sm->app_wakeup = sm->now < phase_end ? sm->now + 20 * MS - (sm->now - phase_start) % (20 * MS)
-					     : 0;
+	sm->app_wakeup =
+		sm->now < phase_end ? sm->now + 20 * MS - (sm->now - phase_start) % (20 * MS) : 0;
 }
 
 static bool phase_over(struct sim *sm)
@@ -760,8 +763,8 @@ static void test_receive_window(void **state)
 	c.rcvbuf = 48 << 10;
 	sim_init(&sm, &c, 12);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = 0.1, .reorder = 0.3, .delay = 20 * MS,
-					    .jitter = 15 * MS };
+		sm.link[i] = (struct link){
+			.loss = 0.1, .reorder = 0.3, .delay = 20 * MS, .jitter = 15 * MS};
 	ep_plan(&sm, 0, 1500, 32 << 10, 0, 8);
 	assert_true(sim_run(&sm, all_reliable_delivered, 3600 * SEC));
 	assert_int_equal(sm.ep[1].bad, 0);
@@ -788,8 +791,11 @@ static void test_datagrams_lossy(void **state)
 
 	sim_init(&sm, &c, 21);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = 0.15, .dup = 0.2, .reorder = 0.3,
-					    .delay = 10 * MS, .jitter = 30 * MS };
+		sm.link[i] = (struct link){.loss = 0.15,
+					   .dup = 0.2,
+					   .reorder = 0.3,
+					   .delay = 10 * MS,
+					   .jitter = 30 * MS};
 	/* datagrams of 5 B..8 KiB mixed with reliable messages on the same pipe */
 	ep_plan(&sm, 0, 500, 20000, n, 8192);
 	assert_true(sim_run(&sm, all_dg_sent_and_quiet, 3600 * SEC));
@@ -846,7 +852,7 @@ static void test_datagram_timeout(void **state)
 	struct warp_stream_conf c = udp_conf();
 	struct warp_stream_stats st;
 	struct sim sm;
-	uint8_t b[2048], d[8] = { 0, 0, 0, 0, 1, 2, 3, 4 };
+	uint8_t b[2048], d[8] = {0, 0, 0, 0, 1, 2, 3, 4};
 	uint64_t dl;
 
 	sim_init(&sm, &c, 23);
@@ -892,8 +898,11 @@ static void run_close(double loss, uint64_t seed)
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = loss, .reorder = 0.2, .dup = loss / 2,
-					    .delay = 10 * MS, .jitter = 5 * MS };
+		sm.link[i] = (struct link){.loss = loss,
+					   .reorder = 0.2,
+					   .dup = loss / 2,
+					   .delay = 10 * MS,
+					   .jitter = 5 * MS};
 	ep_plan(&sm, 0, 300, 30000, 0, 8);
 	ep_plan(&sm, 1, 200, 30000, 0, 8);
 	sm.ep[0].close_after_send = true;
@@ -1018,8 +1027,8 @@ static void tcp_write(struct tcp_pipe *t, const uint8_t *p, size_t n)
 
 static void test_tcp_mode(void **state)
 {
-	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 16384 };
-	struct tcp_pipe wire[2] = { 0 }, rx[2] = { 0 };
+	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 16384};
+	struct tcp_pipe wire[2] = {0}, rx[2] = {0};
 	struct sim sm;
 	uint8_t buf[MAXPKT];
 	uint64_t rng = 99;
@@ -1048,8 +1057,10 @@ static void test_tcp_mode(void **state)
 		}
 		/* move a random number of bytes of each direction, cut anywhere */
 		for (int i = 0; i < 2; i++) {
-			size_t take = wire[i].len ? 1 + rng_next(&rng) % (wire[i].len < 40000 ?
-									 wire[i].len : 40000) : 0;
+			size_t take = wire[i].len ? 1 + rng_next(&rng) % (wire[i].len < 40000
+										  ? wire[i].len
+										  : 40000)
+						  : 0;
 			struct tcp_pipe *r = &rx[!i];
 
 			if (!take)
@@ -1072,9 +1083,9 @@ static void test_tcp_mode(void **state)
 				plen = warp_get_u16(r->buf);
 				if (r->len < plen + 2)
 					break;
-				assert_int_equal(warp_stream_input(sm.ep[!i].s, r->buf + 2, plen,
-								   sm.now),
-						 0);
+				assert_int_equal(
+					warp_stream_input(sm.ep[!i].s, r->buf + 2, plen, sm.now),
+					0);
 				memmove(r->buf, r->buf + plen + 2, r->len - plen - 2);
 				r->len -= plen + 2;
 			}
@@ -1102,7 +1113,7 @@ static void test_tcp_mode(void **state)
 
 static void test_tcp_close(void **state)
 {
-	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 4096 };
+	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 4096};
 	struct sim sm;
 
 	sim_init(&sm, &c, 42);
@@ -1142,43 +1153,60 @@ static void test_malformed(void **state)
 		size_t len;
 		int err;
 	} cases[] = {
-		{ "empty", { 0 }, 0, -WARP_EMALFORMED },
-		{ "unknown frame", { 0x09 }, 1, -WARP_EMALFORMED },
-		{ "truncated TS", { 0x01, 0, 0 }, 3, -WARP_ETRUNCATED },
-		{ "two TS", { 0x01, 0, 0, 0, 1, 0x01, 0, 0, 0, 2 }, 10, -WARP_EDUPLICATE },
-		{ "truncated ACK", { 0x02, 0, 0, 0, 0, 0, 0 }, 7, -WARP_ETRUNCATED },
-		{ "ACK beyond sent", { 0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 16,
-		  -WARP_ERANGE },
-		{ "ACK too many blocks", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33 }, 16,
-		  -WARP_ERANGE },
-		{ "ACK block at cum", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-					0, 0, 0, 0, 0, 0, 0, 1 }, 24, -WARP_ERANGE },
-		{ "ACK empty block", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-				       0, 0, 0, 1, 0, 0, 0, 1 }, 24, -WARP_ERANGE },
-		{ "REL bad flags", { 0x03, 0x08, 0, 0, 0, 0, 0, 0 }, 8, -WARP_EMALFORMED },
-		{ "REL FIN with data", { 0x03, 0x04, 0, 0, 0, 0, 0, 1, 'x' }, 9, -WARP_EMALFORMED },
-		{ "REL FIN+FIRST", { 0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 12,
-		  -WARP_EMALFORMED },
-		{ "REL truncated data", { 0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a' }, 13,
-		  -WARP_ETRUNCATED },
-		{ "REL total > max", { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0 }, 12,
-		  -WARP_ERANGE },
-		{ "REL len > total", { 0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b' }, 14,
-		  -WARP_EMALFORMED },
-		{ "REL single len != total", { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a' }, 13,
-		  -WARP_EMALFORMED },
-		{ "DGRAM count 0", { 0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 11, -WARP_EMALFORMED },
-		{ "DGRAM idx >= count", { 0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0 }, 11,
-		  -WARP_EMALFORMED },
-		{ "DGRAM truncated", { 0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1 }, 12,
-		  -WARP_ETRUNCATED },
-		{ "RESET truncated", { 0x05, 0 }, 2, -WARP_ETRUNCATED },
+		{"empty", {0}, 0, -WARP_EMALFORMED},
+		{"unknown frame", {0x09}, 1, -WARP_EMALFORMED},
+		{"truncated TS", {0x01, 0, 0}, 3, -WARP_ETRUNCATED},
+		{"two TS", {0x01, 0, 0, 0, 1, 0x01, 0, 0, 0, 2}, 10, -WARP_EDUPLICATE},
+		{"truncated ACK", {0x02, 0, 0, 0, 0, 0, 0}, 7, -WARP_ETRUNCATED},
+		{"ACK beyond sent",
+		 {0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		 16,
+		 -WARP_ERANGE},
+		{"ACK too many blocks",
+		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33},
+		 16,
+		 -WARP_ERANGE},
+		{"ACK block at cum",
+		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1},
+		 24,
+		 -WARP_ERANGE},
+		{"ACK empty block",
+		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1},
+		 24,
+		 -WARP_ERANGE},
+		{"REL bad flags", {0x03, 0x08, 0, 0, 0, 0, 0, 0}, 8, -WARP_EMALFORMED},
+		{"REL FIN with data", {0x03, 0x04, 0, 0, 0, 0, 0, 1, 'x'}, 9, -WARP_EMALFORMED},
+		{"REL FIN+FIRST", {0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 12, -WARP_EMALFORMED},
+		{"REL truncated data",
+		 {0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a'},
+		 13,
+		 -WARP_ETRUNCATED},
+		{"REL total > max",
+		 {0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0},
+		 12,
+		 -WARP_ERANGE},
+		{"REL len > total",
+		 {0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b'},
+		 14,
+		 -WARP_EMALFORMED},
+		{"REL single len != total",
+		 {0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a'},
+		 13,
+		 -WARP_EMALFORMED},
+		{"DGRAM count 0", {0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 11, -WARP_EMALFORMED},
+		{"DGRAM idx >= count", {0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0}, 11, -WARP_EMALFORMED},
+		{"DGRAM truncated", {0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1}, 12, -WARP_ETRUNCATED},
+		{"RESET truncated", {0x05, 0}, 2, -WARP_ETRUNCATED},
 		/* valid data followed by garbage: nothing of it may be applied */
-		{ "valid REL then junk", { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f }, 14,
-		  -WARP_EMALFORMED },
-		{ "valid DGRAM then junk", { 0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03 }, 13,
-		  -WARP_ETRUNCATED },
-		{ "RESET then junk", { 0x05, 0, 0, 0xee }, 4, -WARP_EMALFORMED },
+		{"valid REL then junk",
+		 {0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f},
+		 14,
+		 -WARP_EMALFORMED},
+		{"valid DGRAM then junk",
+		 {0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03},
+		 13,
+		 -WARP_ETRUNCATED},
+		{"RESET then junk", {0x05, 0, 0, 0xee}, 4, -WARP_EMALFORMED},
 	};
 
 	sim_init(&sm, &c, 51);
@@ -1218,21 +1246,23 @@ static void test_malformed(void **state)
 /* TCP mode checks fragment sequencing before touching anything. */
 static void test_malformed_tcp(void **state)
 {
-	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 4096 };
+	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 4096};
 	struct warp_stream_stats before, after;
 	struct sim sm;
 	static const struct {
 		uint8_t p[32];
 		size_t len;
 	} cases[] = {
-		{ { 0x01, 0, 0, 0, 1 }, 5 },                              /* TS */
-		{ { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 16 }, /* ACK */
-		{ { 0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 12 },     /* seq 1, expected 0 */
-		{ { 0x03, 0x02, 0, 0, 0, 0, 0, 0 }, 8 },                  /* continuation first */
-		{ { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,             /* first ... */
-		    0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 24 },     /* ... then first again */
-		{ { 0x03, 0x04, 0, 0, 0, 0, 0, 0,                         /* FIN ... */
-		    0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 20 },     /* ... then data */
+		{{0x01, 0, 0, 0, 1}, 5},				   /* TS */
+		{{0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 16}, /* ACK */
+		{{0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 12},	   /* seq 1, expected 0 */
+		{{0x03, 0x02, 0, 0, 0, 0, 0, 0}, 8},			   /* continuation first */
+		{{0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,		   /* first ... */
+		  0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+		 24},				/* ... then first again */
+		{{0x03, 0x04, 0, 0, 0, 0, 0, 0, /* FIN ... */
+		  0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+		 20}, /* ... then data */
 	};
 
 	sim_init(&sm, &c, 52);
@@ -1252,7 +1282,7 @@ static void test_protocol_violation(void **state)
 {
 	struct warp_stream_conf c = udp_conf();
 	struct sim sm;
-	uint8_t cont[] = { 0x03, 0x02, 0, 0, 0, 0, 0, 1, 'x' };
+	uint8_t cont[] = {0x03, 0x02, 0, 0, 0, 0, 0, 1, 'x'};
 	uint8_t buf[MAXPKT];
 	bool ack_only;
 

@@ -85,14 +85,14 @@ struct wmsg {
 	struct wmsg *next;
 	uint32_t refs; /* the send queue's, plus one per fragment still unacknowledged */
 	uint32_t len;
-	uint32_t off;  /* bytes already cut into fragments */
+	uint32_t off; /* bytes already cut into fragments */
 	uint8_t data[];
 };
 
 struct sfrag {
 	struct wmsg *m; /* NULL for the end-of-stream marker */
 	uint64_t sent_ns;
-	uint64_t tx_order; /* transmission counter: orders sends that share a timestamp */
+	uint64_t tx_order;   /* transmission counter: orders sends that share a timestamp */
 	uint64_t prev, next; /* in-flight list, by sequence number */
 	uint32_t off;
 	uint16_t len;
@@ -194,7 +194,7 @@ struct warp_stream {
 	uint32_t consecutive_rto;
 	uint64_t rack_order, rack_seq_hi, loss_deadline;
 	unsigned int reo_level; /* widened after spurious fast retransmits */
-	uint32_t ack_echo;      /* echo of the ack being processed */
+	uint32_t ack_echo;	/* echo of the ack being processed */
 
 	/* datagram send */
 	struct dmsg *dq_head, *dq_tail;
@@ -290,7 +290,7 @@ static int ev_push(struct warp_stream *s, int type, int err, unsigned int flags,
 		s->ev = n;
 		s->evcap = cap;
 	}
-	s->ev[s->nev++] = (struct event){ type, err, flags, p, len, owned };
+	s->ev[s->nev++] = (struct event){type, err, flags, p, len, owned};
 	return 0;
 }
 
@@ -338,7 +338,7 @@ static int rset_add(struct rset *rs, uint64_t a, uint64_t b)
 			rs->cap = cap;
 		}
 		memmove(&rs->r[i + 1], &rs->r[i], (rs->n - i) * sizeof(*rs->r));
-		rs->r[i] = (struct range){ a, b };
+		rs->r[i] = (struct range){a, b};
 		rs->n++;
 		return 0;
 	}
@@ -570,9 +570,8 @@ static void frag_delivered(struct warp_stream *s, uint64_t seq, bool limited)
 	/* Spurious if acknowledged before its retransmission was even sent, or by an ack
 	 * the peer generated before our retransmission could have reached it. */
 	if (f->fast_lost &&
-	    (f->state == SF_LOST ||
-	     (f->tx_count > 1 && s->ack_echo &&
-	      (int32_t)(s->ack_echo - (uint32_t)(f->sent_ns / 1000)) < 0)))
+	    (f->state == SF_LOST || (f->tx_count > 1 && s->ack_echo &&
+				     (int32_t)(s->ack_echo - (uint32_t)(f->sent_ns / 1000)) < 0)))
 		reordering_seen(s);
 	if (f->state == SF_INFLIGHT) {
 		txl_remove(s, seq);
@@ -609,9 +608,8 @@ static void detect_losses(struct warp_stream *s, uint64_t now)
 		/* Only fragments sent before the newest delivered one can be judged. */
 		if (f->tx_order >= s->rack_order)
 			break;
-		if (f->sent_ns + delay <= now ||
-		    (f->tx_count == 1 && s->rack_seq_hi != NIL &&
-		     seq + pkt_thresh(s) <= s->rack_seq_hi)) {
+		if (f->sent_ns + delay <= now || (f->tx_count == 1 && s->rack_seq_hi != NIL &&
+						  seq + pkt_thresh(s) <= s->rack_seq_hi)) {
 			uint64_t sent = f->sent_ns;
 
 			mark_lost(s, seq);
@@ -929,7 +927,8 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 		if (!s->rcvd.n)
 			return 0;
 		*immediate = true;
-		while (s->ocap && (r = s->ooo[s->rcv_nxt & (s->ocap - 1)]) && r->seq == s->rcv_nxt) {
+		while (s->ocap && (r = s->ooo[s->rcv_nxt & (s->ocap - 1)]) &&
+		       r->seq == s->rcv_nxt) {
 			s->ooo[s->rcv_nxt & (s->ocap - 1)] = NULL;
 			s->ooo_bytes -= r->len + FRAG_CHARGE;
 			err = consume(s, r->flags, r->total, r->data, r->len, r, &taken);
@@ -1074,7 +1073,7 @@ static void rx_dgram(struct warp_stream *s, uint64_t id, uint16_t idx, uint16_t 
 		return;
 	if (len)
 		memcpy(buf, p, len);
-	part->frags[idx] = (struct dfrag){ buf, len, true };
+	part->frags[idx] = (struct dfrag){buf, len, true};
 	part->got++;
 	part->bytes += len;
 	s->dg_part_bytes += len;
@@ -1276,7 +1275,7 @@ static void dispatch(struct warp_stream *s);
 
 int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64_t now)
 {
-	struct rx_ctx cx = { 0 };
+	struct rx_ctx cx = {0};
 	int err;
 
 	if (!s || (!buf && len))
@@ -1433,8 +1432,12 @@ static bool try_rel(struct warp_stream *s, struct warp_wr *w, uint64_t now)
 				return false;
 			seq = s->snd_nxt++;
 			f = sf(s, seq);
-			*f = (struct sfrag){ .m = m, .off = m->off, .len = (uint16_t)len,
-					     .flags = flags, .prev = NIL, .next = NIL };
+			*f = (struct sfrag){.m = m,
+					    .off = m->off,
+					    .len = (uint16_t)len,
+					    .flags = flags,
+					    .prev = NIL,
+					    .next = NIL};
 			m->refs++;
 			s->outstanding += len + FRAG_CHARGE;
 			frag_sent(s, seq, now);
@@ -1462,7 +1465,7 @@ static bool try_rel(struct warp_stream *s, struct warp_wr *w, uint64_t now)
 		put_rel(w, RF_FIN, seq, NULL, 0, 0);
 		if (is_udp(s)) {
 			f = sf(s, seq);
-			*f = (struct sfrag){ .flags = RF_FIN, .prev = NIL, .next = NIL };
+			*f = (struct sfrag){.flags = RF_FIN, .prev = NIL, .next = NIL};
 			s->outstanding += FRAG_CHARGE;
 			frag_sent(s, seq, now);
 		} else {

@@ -59,25 +59,25 @@ typedef void (*warp_stream_closed_cb)(void *user, int err);
 /* Zero fields take the default in brackets. */
 struct warp_stream_conf {
 	enum warp_stream_mode mode;
-	size_t payload_max;      /* bytes per payload (required, 128..65535), e.g. 1200 - crypto */
-	size_t max_message;      /* largest reliable message [1 MiB] */
-	size_t max_datagram;     /* largest datagram [64 KiB] */
-	size_t sndbuf;           /* reliable bytes queued or unacknowledged [4 MiB] */
-	size_t rcvbuf;           /* receive window: reassembly + out-of-order bytes [4 MiB] */
-	size_t dgram_sndbuf;     /* datagram bytes waiting to be polled [1 MiB] */
-	size_t dgram_rcvbuf;     /* bytes of incomplete datagrams held [1 MiB] */
-	uint32_t idle_timeout_ms;   /* no packet for this long closes the stream [0: never] */
-	uint32_t max_ack_delay_ms;  /* delayed-ack bound, same value at both ends [25] */
-	uint32_t rto_initial_ms;    /* RTO before the first RTT sample [1000] */
-	uint32_t rto_min_ms;        /* [200] */
-	uint32_t rto_max_ms;        /* [60000] */
-	uint32_t max_rto_count;     /* consecutive timeouts before -ETIMEDOUT [12] */
-	uint32_t dgram_timeout_ms;  /* incomplete datagrams are dropped after this [2000] */
+	size_t payload_max;	  /* bytes per payload (required, 128..65535), e.g. 1200 - crypto */
+	size_t max_message;	  /* largest reliable message [1 MiB] */
+	size_t max_datagram;	  /* largest datagram [64 KiB] */
+	size_t sndbuf;		  /* reliable bytes queued or unacknowledged [4 MiB] */
+	size_t rcvbuf;		  /* receive window: reassembly + out-of-order bytes [4 MiB] */
+	size_t dgram_sndbuf;	  /* datagram bytes waiting to be polled [1 MiB] */
+	size_t dgram_rcvbuf;	  /* bytes of incomplete datagrams held [1 MiB] */
+	uint32_t idle_timeout_ms; /* no packet for this long closes the stream [0: never] */
+	uint32_t max_ack_delay_ms; /* delayed-ack bound, same value at both ends [25] */
+	uint32_t rto_initial_ms;   /* RTO before the first RTT sample [1000] */
+	uint32_t rto_min_ms;	   /* [200] */
+	uint32_t rto_max_ms;	   /* [60000] */
+	uint32_t max_rto_count;	   /* consecutive timeouts before -ETIMEDOUT [12] */
+	uint32_t dgram_timeout_ms; /* incomplete datagrams are dropped after this [2000] */
 	void *user;
-	warp_stream_msg_cb on_message;     /* a complete message, in order for reliable ones */
-	warp_stream_event_cb on_writable;  /* room again after send() returned -EAGAIN */
-	warp_stream_event_cb on_eos;       /* the peer's end of stream, after its last message */
-	warp_stream_closed_cb on_closed;   /* 0 graceful, -ECONNRESET, -WARP_EIDLE, -ETIMEDOUT,
+	warp_stream_msg_cb on_message;	  /* a complete message, in order for reliable ones */
+	warp_stream_event_cb on_writable; /* room again after send() returned -EAGAIN */
+	warp_stream_event_cb on_eos;	  /* the peer's end of stream, after its last message */
+	warp_stream_closed_cb on_closed;  /* 0 graceful, -ECONNRESET, -WARP_EIDLE, -ETIMEDOUT,
 					    * -WARP_EMALFORMED (peer broke the protocol) */
 };
 
@@ -92,26 +92,26 @@ struct warp_stream_stats {
 	/* RTT estimator and congestion control (UDP mode; zero in TCP mode) */
 	uint64_t srtt_us, rttvar_us, rto_us, min_rtt_us, latest_rtt_us;
 	uint64_t cwnd, ssthresh, bytes_in_flight;
-	uint64_t pacing_rate;      /* hint, bytes/s: 1.25 * cwnd / srtt (0 before a sample) */
-	uint64_t peer_rwnd;        /* last window advertised by the peer */
-	uint64_t outstanding;      /* window-charged bytes sent beyond the peer's cumulative ack */
+	uint64_t pacing_rate; /* hint, bytes/s: 1.25 * cwnd / srtt (0 before a sample) */
+	uint64_t peer_rwnd;   /* last window advertised by the peer */
+	uint64_t outstanding; /* window-charged bytes sent beyond the peer's cumulative ack */
 	/* traffic */
-	uint64_t msgs_sent, bytes_sent;         /* reliable messages accepted by send() */
+	uint64_t msgs_sent, bytes_sent;		/* reliable messages accepted by send() */
 	uint64_t msgs_received, bytes_received; /* reliable messages delivered */
 	uint64_t dgrams_sent, dgrams_received;
-	uint64_t dgrams_dropped_tx;  /* refused by send(): queue full */
-	uint64_t dgrams_dropped_rx;  /* incomplete: timed out, evicted, or their window passed */
+	uint64_t dgrams_dropped_tx; /* refused by send(): queue full */
+	uint64_t dgrams_dropped_rx; /* incomplete: timed out, evicted, or their window passed */
 	uint64_t payloads_sent, payloads_received, acks_sent;
 	uint64_t frags_sent, frags_retransmitted, rto_count, spurious_dups_received;
 	uint64_t frags_dropped_window; /* out-of-order fragments refused: receive buffer full */
-	uint64_t malformed;            /* payloads rejected by warp_stream_input() */
+	uint64_t malformed;	       /* payloads rejected by warp_stream_input() */
 	/* queues */
-	uint64_t sndbuf_used;       /* reliable bytes queued or unacknowledged (charged) */
-	uint64_t send_queue_msgs;   /* reliable messages not yet fully fragmented */
+	uint64_t sndbuf_used;	  /* reliable bytes queued or unacknowledged (charged) */
+	uint64_t send_queue_msgs; /* reliable messages not yet fully fragmented */
 	uint64_t dgram_queue_bytes;
-	uint64_t rcv_buffered;      /* reassembly + out-of-order bytes (charged) */
+	uint64_t rcv_buffered; /* reassembly + out-of-order bytes (charged) */
 	uint64_t last_activity_ns;
-	int state;                  /* enum warp_stream_state */
+	int state; /* enum warp_stream_state */
 	int close_err;
 };
 
