@@ -70,6 +70,7 @@
 #define ACK_DELAY_UNIT	8  /* microseconds per unit of the ack-delay field */
 #define DG_WINDOW	1024
 #define DG_MAX_PARTIALS 64
+#define LINGER_RTOS	8 /* after a graceful close, re-acknowledge retransmissions this long */
 #define PKT_THRESH	3
 #define REO_MAX		8 /* reordering tolerance steps (see reordering_seen()) */
 #define GRANULARITY_NS	1000000ull
@@ -165,6 +166,7 @@ struct warp_stream {
 	bool local_closed, peer_closed_first;
 	bool fin_queued, fin_sent, fin_acked, peer_fin;
 	bool reset_pending, close_check, app_aborted, failed;
+	bool closed_reported; /* on_closed queued: it fires once */
 	uint16_t reset_code;
 	int close_err;
 	uint64_t fin_seq, peer_fin_seq;
@@ -374,9 +376,20 @@ static uint64_t rto_base(const struct warp_stream *s)
 	return min_u64(max_u64(rto, s->c.rto_min_ms * MS), s->c.rto_max_ms * MS);
 }
 
+/* Only the end-of-stream marker is unacknowledged: everything else was delivered. */
+static bool only_fin_left(const struct warp_stream *s)
+{
+	return s->fin_sent && s->snd_una == s->fin_seq;
+}
+
 static uint64_t rto_cur(const struct warp_stream *s)
 {
-	return min_u64(rto_base(s) << s->backoff, s->c.rto_max_ms * MS);
+	/* Both ends' markers are out: the peer may be done and lingering (LINGER_RTOS of its
+	 * own, restarted by each retransmission it hears), so back off once at most to stay
+	 * well inside that; max_rto_count still bounds the retries. */
+	unsigned int backoff = s->fin_sent && s->peer_fin && s->backoff > 1 ? 1 : s->backoff;
+
+	return min_u64(rto_base(s) << backoff, s->c.rto_max_ms * MS);
 }
 
 /* Time threshold: 9/8 RTT, growing by 1/8 RTT per reordering step seen on the path. */
@@ -623,6 +636,7 @@ static void detect_losses(struct warp_stream *s, uint64_t now)
 }
 
 static void stream_fail(struct warp_stream *s, int err, bool send_reset, uint16_t code);
+static void check_close_done(struct warp_stream *s, uint64_t now);
 
 static void on_rto(struct warp_stream *s, uint64_t now)
 {
@@ -630,6 +644,15 @@ static void on_rto(struct warp_stream *s, uint64_t now)
 
 	s->st.rto_count++;
 	if (s->c.max_rto_count && ++s->consecutive_rto > s->c.max_rto_count) {
+		if (only_fin_left(s) && s->peer_fin) {
+			/* All our data was acknowledged and the peer's stream ended: the peer has
+			 * finished and stopped answering, nothing was lost. */
+			pr_debug("end-of-stream marker unacknowledged; closing anyway");
+			s->fin_acked = true;
+			check_close_done(s, now);
+			s->state = WARP_STREAM_DONE;
+			return;
+		}
 		pr_debug("retransmission limit reached");
 		stream_fail(s, -ETIMEDOUT, true, RESET_TIMEOUT);
 		return;
@@ -662,11 +685,12 @@ static void check_close_done(struct warp_stream *s, uint64_t now)
 		return;
 	if (is_udp(s)) {
 		s->state = WARP_STREAM_CLOSED;
-		s->linger_until = now + 3 * rto_cur(s);
+		s->linger_until = now + LINGER_RTOS * rto_base(s);
 	} else {
 		s->state = WARP_STREAM_DONE;
 	}
 	s->close_err = 0;
+	s->closed_reported = true;
 	ev_push(s, EV_CLOSED, 0, 0, NULL, 0, NULL);
 }
 
@@ -803,9 +827,11 @@ static void stream_fail(struct warp_stream *s, int err, bool send_reset, uint16_
 	s->reset_pending = send_reset;
 	s->reset_code = code;
 	s->state = send_reset ? WARP_STREAM_CLOSED : WARP_STREAM_DONE;
+	if (s->closed_reported)
+		return; /* e.g. a RESET while lingering after a graceful close */
 	s->close_err = err;
-	if (err)
-		ev_push(s, EV_CLOSED, err, 0, NULL, 0, NULL);
+	s->closed_reported = true;
+	ev_push(s, EV_CLOSED, err, 0, NULL, 0, NULL);
 }
 
 static int ooo_reserve(struct warp_stream *s, uint64_t dist)
@@ -903,7 +929,7 @@ static int consume(struct warp_stream *s, uint8_t flags, uint32_t total, const u
 /* One reliable fragment (seq already expanded).  Sets *immediate when the ack should not
  * wait: out-of-order arrival, a duplicate, a filled gap, or the end of stream. */
 static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t total,
-		  const uint8_t *p, uint32_t len, bool *immediate)
+		  const uint8_t *p, uint32_t len, uint64_t now, bool *immediate)
 {
 	struct rfrag *r;
 	uint64_t dist;
@@ -914,6 +940,9 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 	if (seq < s->rcv_nxt) {
 		s->st.spurious_dups_received++;
 		*immediate = true;
+		/* The peer has not heard our ack yet: stay to answer it. */
+		if (s->state == WARP_STREAM_CLOSED)
+			s->linger_until = max_u64(s->linger_until, now + LINGER_RTOS * rto_base(s));
 		return 0;
 	}
 	if (seq == s->rcv_nxt) {
@@ -1224,7 +1253,7 @@ static int walk(struct warp_stream *s, const uint8_t *buf, size_t len, uint64_t 
 			}
 			cx->eliciting = true;
 			if (apply && !s->failed) {
-				err = rx_rel(s, seq, flags, total, p, flen, &cx->immediate);
+				err = rx_rel(s, seq, flags, total, p, flen, now, &cx->immediate);
 				if (err == -WARP_EMALFORMED) {
 					pr_warn("peer broke fragment sequencing at %llu",
 						(unsigned long long)seq);
@@ -1309,7 +1338,9 @@ int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64
 	if (!err && is_udp(s) && cx.eliciting && !s->failed) {
 		s->ack_pending = true;
 		s->rx_unacked++;
-		if (cx.have_ts) {
+		/* Echo the newest timestamp seen: a late duplicate or reordered payload carries
+		 * an older one and would inflate the sender's RTT samples. */
+		if (cx.have_ts && (!s->have_ts || (int32_t)(cx.ts - s->last_ts) > 0)) {
 			s->have_ts = true;
 			s->last_ts = cx.ts;
 			s->last_ts_rx = now;
