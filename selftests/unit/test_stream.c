@@ -916,8 +916,8 @@ static void run_close(double loss, uint64_t seed)
 		struct warp_stream_stats st;
 
 		warp_stream_stats(sm.ep[i].s, &st);
-		print_message("# ep%d err %d state %d rto_count %llu rto %llu srtt %llu now %.3f\n", i,
-			      sm.ep[i].close_err, st.state, (unsigned long long)st.rto_count,
+		print_message("# ep%d err %d state %d rto_count %llu rto %llu srtt %llu now %.3f\n",
+			      i, sm.ep[i].close_err, st.state, (unsigned long long)st.rto_count,
 			      (unsigned long long)st.rto_us, (unsigned long long)st.srtt_us,
 			      (double)sm.now / SEC);
 	}
@@ -1060,12 +1060,13 @@ static void test_random_sweep(void **state)
 		c.sndbuf = c.max_message + 64 + rng_next(&r) % (512u << 10);
 		sim_init(&sm, &c, r);
 		for (int i = 0; i < 2; i++)
-			sm.link[i] = (struct link){.loss = rng_unit(&r) * 0.3,
-						   .dup = rng_unit(&r) * 0.2,
-						   .reorder = rng_unit(&r) * 0.5,
-						   .delay = (1 + rng_next(&r) % 100) * MS,
-						   .jitter = (1 + rng_next(&r) % 30) * MS,
-						   .rate = rng_next(&r) % 2 ? 0 : (1u << 20) << (r % 5)};
+			sm.link[i] =
+				(struct link){.loss = rng_unit(&r) * 0.3,
+					      .dup = rng_unit(&r) * 0.2,
+					      .reorder = rng_unit(&r) * 0.5,
+					      .delay = (1 + rng_next(&r) % 100) * MS,
+					      .jitter = (1 + rng_next(&r) % 30) * MS,
+					      .rate = rng_next(&r) % 2 ? 0 : (1u << 20) << (r % 5)};
 		ep_plan(&sm, 0, 150 + (uint32_t)(rng_next(&r) % 200), 65536, 100, 3000);
 		ep_plan(&sm, 1, (uint32_t)(rng_next(&r) % 150), 20000, 50, 1000);
 		sm.ep[rng_next(&r) % 2].close_after_send = true;
@@ -1276,6 +1277,10 @@ static void test_malformed(void **state)
 		{"DGRAM count 0", {0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 11, -WARP_EMALFORMED},
 		{"DGRAM idx >= count", {0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0}, 11, -WARP_EMALFORMED},
 		{"DGRAM truncated", {0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1}, 12, -WARP_ETRUNCATED},
+		{"DGRAM count too big",
+		 {0x04, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 0},
+		 11,
+		 -WARP_ERANGE},
 		{"RESET truncated", {0x05, 0}, 2, -WARP_ETRUNCATED},
 		/* valid data followed by garbage: nothing of it may be applied */
 		{"valid REL then junk",

@@ -70,7 +70,8 @@
 #define ACK_DELAY_UNIT	8  /* microseconds per unit of the ack-delay field */
 #define DG_WINDOW	1024
 #define DG_MAX_PARTIALS 64
-#define LINGER_RTOS	8 /* after a graceful close, re-acknowledge retransmissions this long */
+#define DG_MIN_FRAG	64 /* a sender's datagram fragments are never smaller (but the last) */
+#define LINGER_RTOS	8  /* after a graceful close, re-acknowledge retransmissions this long */
 #define PKT_THRESH	3
 #define REO_MAX		8 /* reordering tolerance steps (see reordering_seen()) */
 #define GRANULARITY_NS	1000000ull
@@ -1275,7 +1276,8 @@ static int walk(struct warp_stream *s, const uint8_t *buf, size_t len, uint64_t 
 				return r.err;
 			if (!count || idx >= count)
 				return -WARP_EMALFORMED;
-			if (flen > s->c.max_datagram)
+			/* Bounds the fragment table an incomplete datagram allocates. */
+			if (flen > s->c.max_datagram || count > s->c.max_datagram / DG_MIN_FRAG + 1)
 				return -WARP_ERANGE;
 			if (apply && !s->failed && s->state < WARP_STREAM_CLOSED)
 				rx_dgram(s, id, idx, count, p, flen, now);

@@ -22,17 +22,20 @@
  *	poll again after every send, input and timer call (each may make a payload due).
  *
  * Closing: warp_stream_close(s, true) sends every queued reliable message, then an
- * end-of-stream marker; the peer reports on_eos() after its last message and closes its own
- * side the same way.  When both directions are done (and, in UDP mode, our marker is
- * acknowledged) on_closed(0) fires.  The stream then lingers a few RTOs to re-acknowledge
- * retransmissions; it may be freed at any time, ideally once warp_stream_state() is
- * WARP_STREAM_DONE.  warp_stream_close(s, false) aborts: queues are dropped and one RESET is
- * offered by the next poll; the peer gets on_closed(-ECONNRESET).  No packet received for
- * idle_timeout_ms ends the stream with on_closed(-WARP_EIDLE); warp_stream_touch() counts a
- * keepalive pong as received traffic.
+ * end-of-stream marker; the peer reports on_eos() after its last reliable message and closes
+ * its own side the same way (its send() then fails with -WARP_ECLOSED; what it had queued is
+ * still delivered).  When both directions are done (and, in UDP mode, our marker is
+ * acknowledged) on_closed(0) fires.  In UDP mode the stream then lingers 8 RTOs, restarted by
+ * every retransmission it hears, to re-acknowledge the peer's last packets; it may be freed at
+ * any time, ideally once warp_stream_state() is WARP_STREAM_DONE (next_deadline() then
+ * returns UINT64_MAX).  warp_stream_close(s, false) aborts: queues are dropped, no callback
+ * fires, and one RESET is offered by the next poll; the peer gets on_closed(-ECONNRESET).  No
+ * packet received for idle_timeout_ms ends the stream with on_closed(-WARP_EIDLE);
+ * warp_stream_touch() counts a keepalive pong as received traffic.
  *
  * Callbacks run from warp_stream_input() and warp_stream_on_timer() only, after the call's
- * state changes are complete.  They may call warp_stream_send(), _close(), _stats() and
+ * state changes are complete (events that arise in send/poll, e.g. on_writable in TCP mode,
+ * make next_deadline() return 0 and fire from the next on_timer).  They may call warp_stream_send(), _close(), _stats() and
  * warp_stream_free() (deferred until the callbacks return), not _input() or _on_timer().
  * A stream belongs to one thread.
  */
