@@ -1048,8 +1048,9 @@ static void test_random_sweep(void **state)
 {
 	const char *env = getenv("STREAM_SWEEP");
 	int n = env ? atoi(env) : 4;
+	int from = getenv("STREAM_SWEEP_FROM") ? atoi(getenv("STREAM_SWEEP_FROM")) : 0;
 
-	for (int k = 0; k < n; k++) {
+	for (int k = from; k < n; k++) {
 		struct warp_stream_conf c = udp_conf();
 		struct sim sm;
 		uint64_t r = 1000 + (uint64_t)k;
@@ -1072,6 +1073,24 @@ static void test_random_sweep(void **state)
 		sm.ep[rng_next(&r) % 2].close_after_send = true;
 		if (!sim_run(&sm, both_closed, 7200 * SEC))
 			fail_msg("sweep %d: did not close", k);
+		if (getenv("DBG") && (sm.ep[0].close_err || sm.ep[1].close_err)) {
+			for (int i = 0; i < 2; i++) {
+				struct warp_stream_stats st;
+
+				warp_stream_stats(sm.ep[i].s, &st);
+				print_message(
+					"# sweep %d ep%d: err %d loss %.2f dup %.2f reo %.2f "
+					"delay %llu jitter %llu rate %llu payload %zu rcvbuf %zu "
+					"rtos %llu srtt %llu now %.1f\n",
+					k, i, sm.ep[i].close_err, sm.link[i].loss, sm.link[i].dup,
+					sm.link[i].reorder,
+					(unsigned long long)(sm.link[i].delay / MS),
+					(unsigned long long)(sm.link[i].jitter / MS),
+					(unsigned long long)sm.link[i].rate, c.payload_max,
+					c.rcvbuf, (unsigned long long)st.rto_count,
+					(unsigned long long)st.srtt_us, (double)sm.now / SEC);
+			}
+		}
 		for (int i = 0; i < 2; i++) {
 			/* everything accepted by send() arrives before the end of stream */
 			assert_int_equal(sm.ep[i].bad, 0);

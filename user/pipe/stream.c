@@ -71,7 +71,8 @@
 #define DG_WINDOW	1024
 #define DG_MAX_PARTIALS 64
 #define DG_MIN_FRAG	64 /* a sender's datagram fragments are never smaller (but the last) */
-#define LINGER_RTOS	8  /* after a graceful close, re-acknowledge retransmissions this long */
+#define LINGER_RTOS	10 /* after a graceful close, re-acknowledge retransmissions this long */
+#define LINGER_ACKS	3  /* ... and repeat the final ack unprompted, after 1, 2, 4 RTOs */
 #define PKT_THRESH	3
 #define REO_MAX		8 /* reordering tolerance steps (see reordering_seen()) */
 #define GRANULARITY_NS	1000000ull
@@ -172,6 +173,8 @@ struct warp_stream {
 	int close_err;
 	uint64_t fin_seq, peer_fin_seq;
 	uint64_t linger_until;
+	uint64_t linger_ack_at; /* next unprompted repeat of the final ack */
+	unsigned int linger_acks;
 	uint64_t last_rx;
 
 	/* reliable send */
@@ -687,6 +690,10 @@ static void check_close_done(struct warp_stream *s, uint64_t now)
 	if (is_udp(s)) {
 		s->state = WARP_STREAM_CLOSED;
 		s->linger_until = now + LINGER_RTOS * rto_base(s);
+		/* Our last ack may be lost while the peer's retransmissions are too: offer it
+		 * again a few times rather than only when asked. */
+		s->linger_acks = LINGER_ACKS;
+		s->linger_ack_at = now + rto_base(s);
 	} else {
 		s->state = WARP_STREAM_DONE;
 	}
@@ -1655,6 +1662,8 @@ uint64_t warp_stream_next_deadline(const struct warp_stream *s)
 	if (s->state == WARP_STREAM_CLOSED) {
 		if (!s->reset_pending)
 			d = s->linger_until;
+		if (!s->reset_pending && s->linger_acks)
+			d = min_u64(d, s->linger_ack_at);
 	} else if (s->c.idle_timeout_ms && s->started)
 		d = s->last_rx + s->c.idle_timeout_ms * MS;
 	if (is_udp(s)) {
@@ -1676,6 +1685,12 @@ void warp_stream_on_timer(struct warp_stream *s, uint64_t now)
 	if (s->close_check) {
 		s->close_check = false;
 		check_close_done(s, now);
+	}
+	if (s->state == WARP_STREAM_CLOSED && !s->reset_pending && s->linger_acks &&
+	    now >= s->linger_ack_at) {
+		s->linger_acks--;
+		s->linger_ack_at = now + (rto_base(s) << (LINGER_ACKS - s->linger_acks));
+		s->ack_pending = s->ack_immediate = true;
 	}
 	if (s->state == WARP_STREAM_CLOSED && !s->reset_pending && now >= s->linger_until)
 		s->state = WARP_STREAM_DONE;

@@ -25,7 +25,7 @@
  * end-of-stream marker; the peer reports on_eos() after its last reliable message and closes
  * its own side the same way (its send() then fails with -WARP_ECLOSED; what it had queued is
  * still delivered).  When both directions are done (and, in UDP mode, our marker is
- * acknowledged) on_closed(0) fires.  In UDP mode the stream then lingers 8 RTOs, restarted by
+ * acknowledged) on_closed(0) fires.  In UDP mode the stream then lingers 10 RTOs, restarted by
  * every retransmission it hears, to re-acknowledge the peer's last packets; it may be freed at
  * any time, ideally once warp_stream_state() is WARP_STREAM_DONE (next_deadline() then
  * returns UINT64_MAX).  warp_stream_close(s, false) aborts: queues are dropped, no callback
