@@ -135,12 +135,9 @@ static void run(const char *name, bool tcp, size_t msg, uint64_t count, double l
 		.on_message = on_message,
 	};
 	struct warp_stream_stats st;
-	struct bench b = {.now = SEC,
-			  .rng = 42,
-			  .loss = loss,
-			  .rate = 125000000,
-			  .delay = 5 * MS,
-			  .tcp = tcp};
+	struct bench b = {
+		.now = SEC, .rng = 42, .loss = loss, .rate = 125000000, .delay = 5 * MS, .tcp = tcp
+	};
 	static uint8_t data[1 << 16], buf[1 << 16];
 	uint64_t sent = 0, t0_sim = b.now;
 	double t0 = wall(), dt, sim;

@@ -210,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
  */
 static void put_rec(FILE *f, const uint8_t *p, size_t n)
 {
-	uint8_t h[3] = {0, (uint8_t)(n >> 8), (uint8_t)n};
+	uint8_t h[3] = { 0, (uint8_t)(n >> 8), (uint8_t)n };
 
 	fwrite(h, 1, 3, f);
 	fwrite(p, 1, n, f);
@@ -218,7 +218,7 @@ static void put_rec(FILE *f, const uint8_t *p, size_t n)
 
 static void put_step(FILE *f, uint16_t ms8)
 {
-	uint8_t h[4] = {1, (uint8_t)(ms8 >> 8), (uint8_t)ms8, 2};
+	uint8_t h[4] = { 1, (uint8_t)(ms8 >> 8), (uint8_t)ms8, 2 };
 
 	fwrite(h, 1, 4, f);
 }
@@ -279,7 +279,7 @@ static void gen(const char *dir, const char *name, uint8_t flags, unsigned int s
 
 int main(int argc, char **argv)
 {
-	static const char *names[] = {"ack", "sack-hole", "data-dgram", "close", "reset"};
+	static const char *names[] = { "ack", "sack-hole", "data-dgram", "close", "reset" };
 
 	if (argc != 2)
 		return 2;

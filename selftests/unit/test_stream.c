@@ -506,7 +506,7 @@ static bool both_done(struct sim *sm)
 
 static struct warp_stream_conf udp_conf(void)
 {
-	struct warp_stream_conf c = {.mode = WARP_STREAM_UDP, .payload_max = PAYLOAD};
+	struct warp_stream_conf c = { .mode = WARP_STREAM_UDP, .payload_max = PAYLOAD };
 
 	return c;
 }
@@ -518,7 +518,7 @@ static void test_basic(void **state)
 	struct warp_stream_conf c = udp_conf();
 	struct sim sm;
 	struct warp_stream_stats st;
-	static const size_t sizes[] = {0, 1, 1137, 1138, 1139, 5000, 65536, 1u << 20, 3};
+	static const size_t sizes[] = { 0, 1, 1137, 1138, 1139, 5000, 65536, 1u << 20, 3 };
 
 	sim_init(&sm, &c, 1);
 	ep_plan(&sm, 0, WARP_ARRAY_SIZE(sizes), 10, 0, 8);
@@ -549,12 +549,12 @@ static void run_lossy(double loss, double dup, double reorder, uint32_t n, uint6
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++) {
-		sm.link[i] = (struct link){.loss = loss,
-					   .dup = dup,
-					   .reorder = reorder,
-					   .delay = 15 * MS,
-					   .jitter = 10 * MS,
-					   .rate = 20u << 20};
+		sm.link[i] = (struct link){ .loss = loss,
+					    .dup = dup,
+					    .reorder = reorder,
+					    .delay = 15 * MS,
+					    .jitter = 10 * MS,
+					    .rate = 20u << 20 };
 	}
 	ep_plan(&sm, 0, n, 65536, 0, 8);
 	ep_plan(&sm, 1, n / 4, 65536, 0, 8);
@@ -769,7 +769,8 @@ static void test_receive_window(void **state)
 	sim_init(&sm, &c, 12);
 	for (int i = 0; i < 2; i++)
 		sm.link[i] = (struct link){
-			.loss = 0.1, .reorder = 0.3, .delay = 20 * MS, .jitter = 15 * MS};
+			.loss = 0.1, .reorder = 0.3, .delay = 20 * MS, .jitter = 15 * MS
+		};
 	ep_plan(&sm, 0, 1500, 32 << 10, 0, 8);
 	assert_true(sim_run(&sm, all_reliable_delivered, 3600 * SEC));
 	assert_int_equal(sm.ep[1].bad, 0);
@@ -796,11 +797,11 @@ static void test_datagrams_lossy(void **state)
 
 	sim_init(&sm, &c, 21);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){.loss = 0.15,
-					   .dup = 0.2,
-					   .reorder = 0.3,
-					   .delay = 10 * MS,
-					   .jitter = 30 * MS};
+		sm.link[i] = (struct link){ .loss = 0.15,
+					    .dup = 0.2,
+					    .reorder = 0.3,
+					    .delay = 10 * MS,
+					    .jitter = 30 * MS };
 	/* datagrams of 5 B..8 KiB mixed with reliable messages on the same pipe */
 	ep_plan(&sm, 0, 500, 20000, n, 8192);
 	assert_true(sim_run(&sm, all_dg_sent_and_quiet, 3600 * SEC));
@@ -857,7 +858,7 @@ static void test_datagram_timeout(void **state)
 	struct warp_stream_conf c = udp_conf();
 	struct warp_stream_stats st;
 	struct sim sm;
-	uint8_t b[2048], d[8] = {0, 0, 0, 0, 1, 2, 3, 4};
+	uint8_t b[2048], d[8] = { 0, 0, 0, 0, 1, 2, 3, 4 };
 	uint64_t dl;
 
 	sim_init(&sm, &c, 23);
@@ -903,11 +904,11 @@ static void run_close(double loss, uint64_t seed)
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){.loss = loss,
-					   .reorder = 0.2,
-					   .dup = loss / 2,
-					   .delay = 10 * MS,
-					   .jitter = 5 * MS};
+		sm.link[i] = (struct link){ .loss = loss,
+					    .reorder = 0.2,
+					    .dup = loss / 2,
+					    .delay = 10 * MS,
+					    .jitter = 5 * MS };
 	ep_plan(&sm, 0, 300, 30000, 0, 8);
 	ep_plan(&sm, 1, 200, 30000, 0, 8);
 	sm.ep[0].close_after_send = true;
@@ -960,7 +961,7 @@ static void test_reset_after_close(void **state)
 {
 	struct warp_stream_conf c = udp_conf();
 	struct sim sm;
-	static const uint8_t reset[] = {0x05, 0, 0};
+	static const uint8_t reset[] = { 0x05, 0, 0 };
 
 	sim_init(&sm, &c, 36);
 	ep_plan(&sm, 0, 5, 500, 0, 8);
@@ -1062,12 +1063,13 @@ static void test_random_sweep(void **state)
 		sim_init(&sm, &c, r);
 		for (int i = 0; i < 2; i++)
 			sm.link[i] =
-				(struct link){.loss = rng_unit(&r) * 0.3,
-					      .dup = rng_unit(&r) * 0.2,
-					      .reorder = rng_unit(&r) * 0.5,
-					      .delay = (1 + rng_next(&r) % 100) * MS,
-					      .jitter = (1 + rng_next(&r) % 30) * MS,
-					      .rate = rng_next(&r) % 2 ? 0 : (1u << 20) << (r % 5)};
+				(struct link){ .loss = rng_unit(&r) * 0.3,
+					       .dup = rng_unit(&r) * 0.2,
+					       .reorder = rng_unit(&r) * 0.5,
+					       .delay = (1 + rng_next(&r) % 100) * MS,
+					       .jitter = (1 + rng_next(&r) % 30) * MS,
+					       .rate = rng_next(&r) % 2 ? 0
+									: (1u << 20) << (r % 5) };
 		ep_plan(&sm, 0, 150 + (uint32_t)(rng_next(&r) % 200), 65536, 100, 3000);
 		ep_plan(&sm, 1, (uint32_t)(rng_next(&r) % 150), 20000, 50, 1000);
 		sm.ep[rng_next(&r) % 2].close_after_send = true;
@@ -1127,8 +1129,8 @@ static void tcp_write(struct tcp_pipe *t, const uint8_t *p, size_t n)
 
 static void test_tcp_mode(void **state)
 {
-	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 16384};
-	struct tcp_pipe wire[2] = {0}, rx[2] = {0};
+	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 16384 };
+	struct tcp_pipe wire[2] = { 0 }, rx[2] = { 0 };
 	struct sim sm;
 	uint8_t buf[MAXPKT];
 	uint64_t rng = 99;
@@ -1213,7 +1215,7 @@ static void test_tcp_mode(void **state)
 
 static void test_tcp_close(void **state)
 {
-	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 4096};
+	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 4096 };
 	struct sim sm;
 
 	sim_init(&sm, &c, 42);
@@ -1253,64 +1255,73 @@ static void test_malformed(void **state)
 		size_t len;
 		int err;
 	} cases[] = {
-		{"empty", {0}, 0, -WARP_EMALFORMED},
-		{"unknown frame", {0x09}, 1, -WARP_EMALFORMED},
-		{"truncated TS", {0x01, 0, 0}, 3, -WARP_ETRUNCATED},
-		{"two TS", {0x01, 0, 0, 0, 1, 0x01, 0, 0, 0, 2}, 10, -WARP_EDUPLICATE},
-		{"truncated ACK", {0x02, 0, 0, 0, 0, 0, 0}, 7, -WARP_ETRUNCATED},
-		{"ACK beyond sent",
-		 {0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-		 16,
-		 -WARP_ERANGE},
-		{"ACK too many blocks",
-		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33},
-		 16,
-		 -WARP_ERANGE},
-		{"ACK block at cum",
-		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1},
-		 24,
-		 -WARP_ERANGE},
-		{"ACK empty block",
-		 {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1},
-		 24,
-		 -WARP_ERANGE},
-		{"REL bad flags", {0x03, 0x08, 0, 0, 0, 0, 0, 0}, 8, -WARP_EMALFORMED},
-		{"REL FIN with data", {0x03, 0x04, 0, 0, 0, 0, 0, 1, 'x'}, 9, -WARP_EMALFORMED},
-		{"REL FIN+FIRST", {0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 12, -WARP_EMALFORMED},
-		{"REL truncated data",
-		 {0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a'},
-		 13,
-		 -WARP_ETRUNCATED},
-		{"REL total > max",
-		 {0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0},
-		 12,
-		 -WARP_ERANGE},
-		{"REL len > total",
-		 {0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b'},
-		 14,
-		 -WARP_EMALFORMED},
-		{"REL single len != total",
-		 {0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a'},
-		 13,
-		 -WARP_EMALFORMED},
-		{"DGRAM count 0", {0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 11, -WARP_EMALFORMED},
-		{"DGRAM idx >= count", {0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0}, 11, -WARP_EMALFORMED},
-		{"DGRAM truncated", {0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1}, 12, -WARP_ETRUNCATED},
-		{"DGRAM count too big",
-		 {0x04, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 0},
-		 11,
-		 -WARP_ERANGE},
-		{"RESET truncated", {0x05, 0}, 2, -WARP_ETRUNCATED},
+		{ "empty", { 0 }, 0, -WARP_EMALFORMED },
+		{ "unknown frame", { 0x09 }, 1, -WARP_EMALFORMED },
+		{ "truncated TS", { 0x01, 0, 0 }, 3, -WARP_ETRUNCATED },
+		{ "two TS", { 0x01, 0, 0, 0, 1, 0x01, 0, 0, 0, 2 }, 10, -WARP_EDUPLICATE },
+		{ "truncated ACK", { 0x02, 0, 0, 0, 0, 0, 0 }, 7, -WARP_ETRUNCATED },
+		{ "ACK beyond sent",
+		  { 0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		  16,
+		  -WARP_ERANGE },
+		{ "ACK too many blocks",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33 },
+		  16,
+		  -WARP_ERANGE },
+		{ "ACK block at cum",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1 },
+		  24,
+		  -WARP_ERANGE },
+		{ "ACK empty block",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1 },
+		  24,
+		  -WARP_ERANGE },
+		{ "REL bad flags", { 0x03, 0x08, 0, 0, 0, 0, 0, 0 }, 8, -WARP_EMALFORMED },
+		{ "REL FIN with data", { 0x03, 0x04, 0, 0, 0, 0, 0, 1, 'x' }, 9, -WARP_EMALFORMED },
+		{ "REL FIN+FIRST",
+		  { 0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		  12,
+		  -WARP_EMALFORMED },
+		{ "REL truncated data",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a' },
+		  13,
+		  -WARP_ETRUNCATED },
+		{ "REL total > max",
+		  { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0 },
+		  12,
+		  -WARP_ERANGE },
+		{ "REL len > total",
+		  { 0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b' },
+		  14,
+		  -WARP_EMALFORMED },
+		{ "REL single len != total",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a' },
+		  13,
+		  -WARP_EMALFORMED },
+		{ "DGRAM count 0", { 0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 11, -WARP_EMALFORMED },
+		{ "DGRAM idx >= count",
+		  { 0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0 },
+		  11,
+		  -WARP_EMALFORMED },
+		{ "DGRAM truncated",
+		  { 0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1 },
+		  12,
+		  -WARP_ETRUNCATED },
+		{ "DGRAM count too big",
+		  { 0x04, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 0 },
+		  11,
+		  -WARP_ERANGE },
+		{ "RESET truncated", { 0x05, 0 }, 2, -WARP_ETRUNCATED },
 		/* valid data followed by garbage: nothing of it may be applied */
-		{"valid REL then junk",
-		 {0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f},
-		 14,
-		 -WARP_EMALFORMED},
-		{"valid DGRAM then junk",
-		 {0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03},
-		 13,
-		 -WARP_ETRUNCATED},
-		{"RESET then junk", {0x05, 0, 0, 0xee}, 4, -WARP_EMALFORMED},
+		{ "valid REL then junk",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f },
+		  14,
+		  -WARP_EMALFORMED },
+		{ "valid DGRAM then junk",
+		  { 0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03 },
+		  13,
+		  -WARP_ETRUNCATED },
+		{ "RESET then junk", { 0x05, 0, 0, 0xee }, 4, -WARP_EMALFORMED },
 	};
 
 	sim_init(&sm, &c, 51);
@@ -1350,23 +1361,23 @@ static void test_malformed(void **state)
 /* TCP mode checks fragment sequencing before touching anything. */
 static void test_malformed_tcp(void **state)
 {
-	struct warp_stream_conf c = {.mode = WARP_STREAM_TCP, .payload_max = 4096};
+	struct warp_stream_conf c = { .mode = WARP_STREAM_TCP, .payload_max = 4096 };
 	struct warp_stream_stats before, after;
 	struct sim sm;
 	static const struct {
 		uint8_t p[32];
 		size_t len;
 	} cases[] = {
-		{{0x01, 0, 0, 0, 1}, 5},				   /* TS */
-		{{0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 16}, /* ACK */
-		{{0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 12},	   /* seq 1, expected 0 */
-		{{0x03, 0x02, 0, 0, 0, 0, 0, 0}, 8},			   /* continuation first */
-		{{0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,		   /* first ... */
-		  0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
-		 24},				/* ... then first again */
-		{{0x03, 0x04, 0, 0, 0, 0, 0, 0, /* FIN ... */
-		  0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
-		 20}, /* ... then data */
+		{ { 0x01, 0, 0, 0, 1 }, 5 },				       /* TS */
+		{ { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 16 }, /* ACK */
+		{ { 0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 12 }, /* seq 1, expected 0 */
+		{ { 0x03, 0x02, 0, 0, 0, 0, 0, 0 }, 8 },	      /* continuation first */
+		{ { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,	      /* first ... */
+		    0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+		  24 },				  /* ... then first again */
+		{ { 0x03, 0x04, 0, 0, 0, 0, 0, 0, /* FIN ... */
+		    0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+		  20 }, /* ... then data */
 	};
 
 	sim_init(&sm, &c, 52);
@@ -1386,7 +1397,7 @@ static void test_protocol_violation(void **state)
 {
 	struct warp_stream_conf c = udp_conf();
 	struct sim sm;
-	uint8_t cont[] = {0x03, 0x02, 0, 0, 0, 0, 0, 1, 'x'};
+	uint8_t cont[] = { 0x03, 0x02, 0, 0, 0, 0, 0, 1, 'x' };
 	uint8_t buf[MAXPKT];
 	bool ack_only;
 

@@ -102,14 +102,16 @@ static void test_all_and_fanout(void **state)
 static void test_prefix_and_regex(void **state)
 {
 	struct warp_subs *subs = warp_subs_new();
-	struct warp_sub_spec pre = {
-		.match = WARP_SUB_MATCH_PREFIX, .prefix = "GET ", .prefix_len = 4};
-	struct warp_sub_spec re = {.match = WARP_SUB_MATCH_REGEX, .regex = "^ping [0-9]+$"};
-	struct warp_sub_spec icase = {
-		.match = WARP_SUB_MATCH_REGEX, .regex = "hello", .regex_cflags = REG_ICASE};
-	struct warp_sub_spec bin = {.match = WARP_SUB_MATCH_REGEX, .regex = "tail$"};
-	struct warp_sub_spec bad = {.match = WARP_SUB_MATCH_REGEX, .regex = "([unclosed"};
-	static const uint8_t withnul[] = {'h', 'e', 'a', 'd', 0, 't', 'a', 'i', 'l'};
+	struct warp_sub_spec pre = { .match = WARP_SUB_MATCH_PREFIX,
+				     .prefix = "GET ",
+				     .prefix_len = 4 };
+	struct warp_sub_spec re = { .match = WARP_SUB_MATCH_REGEX, .regex = "^ping [0-9]+$" };
+	struct warp_sub_spec icase = { .match = WARP_SUB_MATCH_REGEX,
+				       .regex = "hello",
+				       .regex_cflags = REG_ICASE };
+	struct warp_sub_spec bin = { .match = WARP_SUB_MATCH_REGEX, .regex = "tail$" };
+	struct warp_sub_spec bad = { .match = WARP_SUB_MATCH_REGEX, .regex = "([unclosed" };
+	static const uint8_t withnul[] = { 'h', 'e', 'a', 'd', 0, 't', 'a', 'i', 'l' };
 	int p, r, ic, b;
 
 	p = warp_sub_add(subs, &pre);
@@ -131,7 +133,7 @@ static void test_prefix_and_regex(void **state)
 	assert_int_equal(warp_subs_unmatched(subs), 4);
 
 	assert_int_equal(pop_expect(subs, p, "GET /index"), 0);
-	assert_int_equal(warp_sub_pop(subs, p, &(struct warp_sub_msg *){NULL}), -EAGAIN);
+	assert_int_equal(warp_sub_pop(subs, p, &(struct warp_sub_msg *){ NULL }), -EAGAIN);
 	assert_int_equal(pop_expect(subs, r, "ping 42"), 0);
 	assert_int_equal(pop_expect(subs, ic, "say HeLLo there"), 0);
 	assert_int_equal(warp_sub_pending(subs, b), 1);
@@ -154,15 +156,14 @@ static void test_source(void **state)
 	struct sockaddr_storage from3 = v4("198.51.100.8", 5000);
 	struct sockaddr_storage mapped = v6("::ffff:198.51.100.7", 5000);
 	struct sockaddr_storage from6 = v6("2001:db8::1", 9);
-	struct sockaddr_storage unix_sa = {.ss_family = AF_UNIX};
-	struct warp_sub_spec s_host = {.source = SA(host)};
-	struct warp_sub_spec s_exact = {.source = SA(exact)};
-	struct warp_sub_spec s_six = {.source = SA(six)};
-	struct warp_sub_spec s_bad = {.source = SA(unix_sa)};
-	struct warp_sub_spec s_both = {.match = WARP_SUB_MATCH_PREFIX,
-				       .prefix = "x",
-				       .prefix_len = 1,
-				       .source = SA(exact)};
+	struct sockaddr_storage unix_sa = { .ss_family = AF_UNIX };
+	struct warp_sub_spec s_host = { .source = SA(host) };
+	struct warp_sub_spec s_exact = { .source = SA(exact) };
+	struct warp_sub_spec s_six = { .source = SA(six) };
+	struct warp_sub_spec s_bad = { .source = SA(unix_sa) };
+	struct warp_sub_spec s_both = {
+		.match = WARP_SUB_MATCH_PREFIX, .prefix = "x", .prefix_len = 1, .source = SA(exact)
+	};
 	int h, e, s6, both;
 
 	h = warp_sub_add(subs, &s_host);
@@ -194,7 +195,7 @@ static void test_source(void **state)
 static void test_queue_bound(void **state)
 {
 	struct warp_subs *subs = warp_subs_new();
-	struct warp_sub_spec small = {.queue_max = 3};
+	struct warp_sub_spec small = { .queue_max = 3 };
 	struct warp_sub_stats st;
 	char buf[16];
 	int q;
@@ -259,12 +260,12 @@ static void cb(void *user, int id, const struct warp_sub_msg *m)
 static void test_callbacks(void **state)
 {
 	struct warp_subs *subs = warp_subs_new();
-	struct cb_log log = {.subs = subs};
-	struct warp_sub_spec spec = {.match = WARP_SUB_MATCH_PREFIX,
-				     .prefix = "cb",
-				     .prefix_len = 2,
-				     .cb = cb,
-				     .user = &log};
+	struct cb_log log = { .subs = subs };
+	struct warp_sub_spec spec = { .match = WARP_SUB_MATCH_PREFIX,
+				      .prefix = "cb",
+				      .prefix_len = 2,
+				      .cb = cb,
+				      .user = &log };
 	struct warp_sub_msg *m;
 	int c, q, q2;
 
@@ -319,8 +320,9 @@ static void test_unknown_and_close(void **state)
 	assert_int_equal(warp_sub_is_closed(subs, 42), -ENOENT);
 	assert_int_equal(warp_sub_remove(subs, 42), -ENOENT);
 	assert_int_equal(warp_sub_add(subs, NULL), -EINVAL);
-	assert_int_equal(warp_sub_add(subs, &(struct warp_sub_spec){.match = WARP_SUB_MATCH_REGEX}),
-			 -EINVAL);
+	assert_int_equal(
+		warp_sub_add(subs, &(struct warp_sub_spec){ .match = WARP_SUB_MATCH_REGEX }),
+		-EINVAL);
 
 	q = warp_sub_add(subs, WARP_SUB_ALL);
 	r = warp_sub_add(subs, WARP_SUB_ALL);
@@ -369,7 +371,9 @@ static void relay_cb(void *user, int id, const struct warp_sub_msg *m)
 
 static void test_nested_dispatch(void **state)
 {
-	struct warp_sub_spec r = {.match = WARP_SUB_MATCH_REGEX, .regex = "^...$", .cb = relay_cb};
+	struct warp_sub_spec r = { .match = WARP_SUB_MATCH_REGEX,
+				   .regex = "^...$",
+				   .cb = relay_cb };
 	int q1, q2;
 
 	relay_subs = warp_subs_new();

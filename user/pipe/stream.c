@@ -296,7 +296,7 @@ static int ev_push(struct warp_stream *s, int type, int err, unsigned int flags,
 		s->ev = n;
 		s->evcap = cap;
 	}
-	s->ev[s->nev++] = (struct event){type, err, flags, p, len, owned};
+	s->ev[s->nev++] = (struct event){ type, err, flags, p, len, owned };
 	return 0;
 }
 
@@ -344,7 +344,7 @@ static int rset_add(struct rset *rs, uint64_t a, uint64_t b)
 			rs->cap = cap;
 		}
 		memmove(&rs->r[i + 1], &rs->r[i], (rs->n - i) * sizeof(*rs->r));
-		rs->r[i] = (struct range){a, b};
+		rs->r[i] = (struct range){ a, b };
 		rs->n++;
 		return 0;
 	}
@@ -1110,7 +1110,7 @@ static void rx_dgram(struct warp_stream *s, uint64_t id, uint16_t idx, uint16_t 
 		return;
 	if (len)
 		memcpy(buf, p, len);
-	part->frags[idx] = (struct dfrag){buf, len, true};
+	part->frags[idx] = (struct dfrag){ buf, len, true };
 	part->got++;
 	part->bytes += len;
 	s->dg_part_bytes += len;
@@ -1313,7 +1313,7 @@ static void dispatch(struct warp_stream *s);
 
 int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64_t now)
 {
-	struct rx_ctx cx = {0};
+	struct rx_ctx cx = { 0 };
 	int err;
 
 	if (!s || (!buf && len))
@@ -1472,12 +1472,12 @@ static bool try_rel(struct warp_stream *s, struct warp_wr *w, uint64_t now)
 				return false;
 			seq = s->snd_nxt++;
 			f = sf(s, seq);
-			*f = (struct sfrag){.m = m,
-					    .off = m->off,
-					    .len = (uint16_t)len,
-					    .flags = flags,
-					    .prev = NIL,
-					    .next = NIL};
+			*f = (struct sfrag){ .m = m,
+					     .off = m->off,
+					     .len = (uint16_t)len,
+					     .flags = flags,
+					     .prev = NIL,
+					     .next = NIL };
 			m->refs++;
 			s->outstanding += len + FRAG_CHARGE;
 			frag_sent(s, seq, now);
@@ -1505,7 +1505,7 @@ static bool try_rel(struct warp_stream *s, struct warp_wr *w, uint64_t now)
 		put_rel(w, RF_FIN, seq, NULL, 0, 0);
 		if (is_udp(s)) {
 			f = sf(s, seq);
-			*f = (struct sfrag){.flags = RF_FIN, .prev = NIL, .next = NIL};
+			*f = (struct sfrag){ .flags = RF_FIN, .prev = NIL, .next = NIL };
 			s->outstanding += FRAG_CHARGE;
 			frag_sent(s, seq, now);
 		} else {

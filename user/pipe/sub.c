@@ -20,7 +20,7 @@
 
 #define QUEUE_DEFAULT 256
 
-const struct warp_sub_spec warp_sub_all = {.match = WARP_SUB_MATCH_ALL};
+const struct warp_sub_spec warp_sub_all = { .match = WARP_SUB_MATCH_ALL };
 
 struct msg {
 	struct warp_sub_msg m; /* first: warp_sub_msg_free() gets this pointer back */
@@ -72,7 +72,7 @@ static void msg_put(struct msg *m)
 /* Returns 0 and fills out, or -EAFNOSUPPORT. */
 static int src_norm(const struct sockaddr *sa, struct src *out)
 {
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
 	memset(out, 0, sizeof(*out));
 	if (sa->sa_family == AF_INET) {
