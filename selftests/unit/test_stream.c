@@ -81,6 +81,7 @@ struct ep {
 	size_t *rel_sizes, *dg_sizes; /* what this end sends */
 	size_t rel_max, dg_max;
 	bool close_after_send, close_called;
+	bool close_on_eos; /* what a pipe does unless half-closing */
 	uint32_t eagain, writable;
 	/* receiver side */
 	uint32_t rel_rx, dg_rx, dg_rx_dup, bad;
@@ -259,6 +260,10 @@ static void on_eos(void *user)
 		e->bad++;
 	e->eos = true;
 	e->rel_at_eos = e->rel_rx;
+	if (e->close_on_eos && !e->close_called) {
+		assert_int_equal(warp_stream_close(e->s, true), 0);
+		e->close_called = true;
+	}
 }
 
 static void on_closed(void *user, int err)
@@ -294,8 +299,8 @@ static void app_pump(struct ep *e)
 				rel_blocked = true;
 				continue;
 			}
-			if (rc == -WARP_ECLOSED && e->eos)
-				break; /* the peer ended the pipe */
+			if (rc == -EPIPE && e->close_called)
+				break; /* we closed on the peer's end of stream */
 			assert_int_equal(rc, 0);
 			e->rel_sent++;
 		} else {
@@ -309,7 +314,7 @@ static void app_pump(struct ep *e)
 				dg_blocked = true;
 				continue;
 			}
-			if (rc == -WARP_ECLOSED && e->eos)
+			if (rc == -EPIPE && e->close_called)
 				break;
 			assert_int_equal(rc, 0);
 			e->dg_sent++;
@@ -912,6 +917,7 @@ static void run_close(double loss, uint64_t seed)
 	ep_plan(&sm, 0, 300, 30000, 0, 8);
 	ep_plan(&sm, 1, 200, 30000, 0, 8);
 	sm.ep[0].close_after_send = true;
+	sm.ep[1].close_on_eos = true;
 	assert_true(sim_run(&sm, both_closed, 3600 * SEC));
 	for (int i = 0; getenv("DBG") && i < 2; i++) {
 		struct warp_stream_stats st;
@@ -932,8 +938,7 @@ static void run_close(double loss, uint64_t seed)
 		/* the end of stream comes after every message */
 		assert_int_equal(e->rel_at_eos, sm.ep[!i].rel_total);
 		assert_int_equal(e->rel_rx, sm.ep[!i].rel_total);
-		assert_int_equal(warp_stream_send(e->s, "x", 1, WARP_MSG_RELIABLE, sm.now),
-				 i == 0 ? -EPIPE : -WARP_ECLOSED);
+		assert_int_equal(warp_stream_send(e->s, "x", 1, WARP_MSG_RELIABLE, sm.now), -EPIPE);
 	}
 	/* both linger, then are done */
 	assert_true(sim_run(&sm, both_done, 120 * SEC));
@@ -966,6 +971,7 @@ static void test_reset_after_close(void **state)
 	sim_init(&sm, &c, 36);
 	ep_plan(&sm, 0, 5, 500, 0, 8);
 	sm.ep[0].close_after_send = true;
+	sm.ep[1].close_on_eos = true;
 	assert_true(sim_run(&sm, both_closed, 60 * SEC));
 	assert_int_equal(warp_stream_state(sm.ep[1].s), WARP_STREAM_CLOSED);
 	assert_int_equal(warp_stream_input(sm.ep[1].s, reset, sizeof(reset), sm.now), 0);
@@ -974,6 +980,53 @@ static void test_reset_after_close(void **state)
 	assert_int_equal(sm.ep[1].close_err, 0);
 	assert_int_equal(warp_stream_state(sm.ep[1].s), WARP_STREAM_DONE);
 	sim_free(&sm);
+}
+
+/* Half-close: after the peer's end of stream we go on sending, then close; the peer, closed
+ * already, still receives everything. */
+static void start_after_eos(struct sim *sm)
+{
+	struct ep *e = &sm->ep[1];
+
+	if (e->eos && !e->rel_total) {
+		e->rel_total = 300;
+		e->close_after_send = true;
+	}
+}
+
+static void test_half_close(void **state)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		struct warp_stream_conf c =
+			mode ? (struct warp_stream_conf){ .mode = WARP_STREAM_TCP,
+							  .payload_max = 4096 }
+			     : udp_conf();
+		struct sim sm;
+
+		sim_init(&sm, &c, 37);
+		if (!mode)
+			for (int i = 0; i < 2; i++)
+				sm.link[i] = (struct link){ .loss = 0.1,
+							    .reorder = 0.2,
+							    .delay = 10 * MS,
+							    .jitter = 5 * MS };
+		ep_plan(&sm, 0, 100, 20000, 0, 8);
+		ep_plan(&sm, 1, 300, 20000, 0, 8);
+		sm.ep[1].rel_total = 0;
+		sm.ep[0].close_after_send = true;
+		sm.on_step = start_after_eos;
+		assert_true(sim_run(&sm, both_closed, 3600 * SEC));
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(sm.ep[i].bad, 0);
+			assert_int_equal(sm.ep[i].close_err, 0);
+			assert_true(sm.ep[i].eos);
+		}
+		assert_int_equal(sm.ep[1].rel_at_eos, 100);
+		/* all 300 were sent after ep0 had closed */
+		assert_int_equal(sm.ep[0].rel_rx, 300);
+		assert_int_equal(sm.ep[0].rel_at_eos, 300);
+		sim_free(&sm);
+	}
 }
 
 static void test_close_abort(void **state)
@@ -1055,6 +1108,7 @@ static void test_random_sweep(void **state)
 		struct warp_stream_conf c = udp_conf();
 		struct sim sm;
 		uint64_t r = 1000 + (uint64_t)k;
+		int closer;
 
 		c.payload_max = 200 + rng_next(&r) % 1300;
 		c.max_message = 70000;
@@ -1072,7 +1126,14 @@ static void test_random_sweep(void **state)
 									: (1u << 20) << (r % 5) };
 		ep_plan(&sm, 0, 150 + (uint32_t)(rng_next(&r) % 200), 65536, 100, 3000);
 		ep_plan(&sm, 1, (uint32_t)(rng_next(&r) % 150), 20000, 50, 1000);
-		sm.ep[rng_next(&r) % 2].close_after_send = true;
+		/* one side closes when done; the other closes on the end of stream or, half-closing,
+		 * when it is done too */
+		closer = (int)(rng_next(&r) % 2);
+		sm.ep[closer].close_after_send = true;
+		if (rng_next(&r) % 2)
+			sm.ep[!closer].close_on_eos = true;
+		else
+			sm.ep[!closer].close_after_send = true;
 		if (!sim_run(&sm, both_closed, 7200 * SEC))
 			fail_msg("sweep %d: did not close", k);
 		if (getenv("DBG") && (sm.ep[0].close_err || sm.ep[1].close_err)) {
@@ -1222,6 +1283,7 @@ static void test_tcp_close(void **state)
 	ep_plan(&sm, 0, 100, 20000, 0, 8);
 	ep_plan(&sm, 1, 30, 20000, 0, 8);
 	sm.ep[1].close_after_send = true;
+	sm.ep[0].close_on_eos = true;
 	assert_true(sim_run(&sm, both_done, 60 * SEC));
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(sm.ep[i].bad, 0);
@@ -1491,6 +1553,7 @@ int main(void)
 		cmocka_unit_test(test_close_graceful_lossy),
 		cmocka_unit_test(test_close_abort),
 		cmocka_unit_test(test_reset_after_close),
+		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_retransmit_limit),
 		cmocka_unit_test(test_random_sweep),

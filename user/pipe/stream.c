@@ -165,7 +165,7 @@ struct warp_stream {
 	struct warp_stream_conf c;
 	enum warp_stream_state state;
 	bool started;
-	bool local_closed, peer_closed_first;
+	bool local_closed;
 	bool fin_queued, fin_sent, fin_acked, peer_fin;
 	bool reset_pending, close_check, app_aborted, failed;
 	bool closed_reported; /* on_closed queued: it fires once */
@@ -889,15 +889,10 @@ static int consume(struct warp_stream *s, uint8_t flags, uint32_t total, const u
 	if (flags & RF_FIN) {
 		if (s->reasm_active)
 			return -WARP_EMALFORMED;
+		/* Half-close: our side stays open until the application closes it too. */
 		s->peer_fin = true;
 		s->peer_fin_seq = s->rcv_nxt++;
 		ev_push(s, EV_EOS, 0, 0, NULL, 0, NULL);
-		if (!s->fin_queued) {
-			s->fin_queued = true;
-			s->peer_closed_first = true;
-			if (s->state == WARP_STREAM_OPEN)
-				s->state = WARP_STREAM_CLOSING;
-		}
 		return 0;
 	}
 	if (flags & RF_FIRST) {

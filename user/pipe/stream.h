@@ -21,17 +21,18 @@
  *	arm a timer at warp_stream_next_deadline(s); when it fires call warp_stream_on_timer();
  *	poll again after every send, input and timer call (each may make a payload due).
  *
- * Closing: warp_stream_close(s, true) sends every queued reliable message, then an
- * end-of-stream marker; the peer reports on_eos() after its last reliable message and closes
- * its own side the same way (its send() then fails with -WARP_ECLOSED; what it had queued is
- * still delivered).  When both directions are done (and, in UDP mode, our marker is
- * acknowledged) on_closed(0) fires.  In UDP mode the stream then lingers 10 RTOs, restarted by
- * every retransmission it hears, to re-acknowledge the peer's last packets; it may be freed at
- * any time, ideally once warp_stream_state() is WARP_STREAM_DONE (next_deadline() then
- * returns UINT64_MAX).  warp_stream_close(s, false) aborts: queues are dropped, no callback
- * fires, and one RESET is offered by the next poll; the peer gets on_closed(-ECONNRESET).  No
- * packet received for idle_timeout_ms ends the stream with on_closed(-WARP_EIDLE);
- * warp_stream_touch() counts a keepalive pong as received traffic.
+ * Closing is per direction, like TCP: warp_stream_close(s, true) sends every queued reliable
+ * message, then an end-of-stream marker.  The peer reports on_eos() after our last reliable
+ * message; its own side stays open (it may go on sending: a half-close) until it calls
+ * warp_stream_close(s, true) in turn, which is what a pipe wants by default.  Once both
+ * directions are done (and, in UDP mode, our marker is acknowledged) on_closed(0) fires at
+ * each end.  In UDP mode the stream then lingers 10 RTOs, restarted by every retransmission it
+ * hears, to re-acknowledge the peer's last packets; it may be freed at any time, ideally once
+ * warp_stream_state() is WARP_STREAM_DONE (next_deadline() then returns UINT64_MAX).
+ * warp_stream_close(s, false) aborts: queues are dropped, no callback fires, and one RESET is
+ * offered by the next poll; the peer gets on_closed(-ECONNRESET).  No packet received for
+ * idle_timeout_ms ends the stream with on_closed(-WARP_EIDLE); warp_stream_touch() counts a
+ * keepalive pong as received traffic.
  *
  * Callbacks run from warp_stream_input() and warp_stream_on_timer() only, after the call's
  * state changes are complete (events that arise in send/poll, e.g. on_writable in TCP mode,
@@ -79,14 +80,15 @@ struct warp_stream_conf {
 	void *user;
 	warp_stream_msg_cb on_message;	  /* a complete message, in order for reliable ones */
 	warp_stream_event_cb on_writable; /* room again after send() returned -EAGAIN */
-	warp_stream_event_cb on_eos;	  /* the peer's end of stream, after its last message */
+	warp_stream_event_cb on_eos;	  /* the peer's end of stream, after its last reliable
+					   * message: close our side too unless half-closing */
 	warp_stream_closed_cb on_closed;  /* 0 graceful, -ECONNRESET, -WARP_EIDLE, -ETIMEDOUT,
 					    * -WARP_EMALFORMED (peer broke the protocol) */
 };
 
 enum warp_stream_state {
-	WARP_STREAM_OPEN,    /* sending and receiving */
-	WARP_STREAM_CLOSING, /* close started (ours or the peer's); queued data still flows */
+	WARP_STREAM_OPEN,    /* we may send (the peer may have ended its side: on_eos) */
+	WARP_STREAM_CLOSING, /* we closed; queued data still flows, the peer's too */
 	WARP_STREAM_CLOSED,  /* on_closed has fired (or we aborted); lingering for acks */
 	WARP_STREAM_DONE,    /* nothing left to do: free it */
 };
@@ -126,7 +128,8 @@ void warp_stream_free(struct warp_stream *s);
 /* Queues one message (flags: WARP_MSG_RELIABLE or WARP_MSG_DATAGRAM).  Returns 0, -EAGAIN
  * when its buffer is full (on_writable fires once room for it returns; a refused datagram is
  * also counted as dropped), -EMSGSIZE over the size limit, -EINVAL, -EPIPE after our close,
- * -WARP_ECLOSED after the peer's close, reset or timeout. */
+ * -WARP_ECLOSED after a reset, idle timeout or failure.  The peer's end of stream alone does
+ * not stop us sending. */
 int warp_stream_send(struct warp_stream *s, const void *data, size_t len, unsigned int flags,
 		     uint64_t now_ns);
 
