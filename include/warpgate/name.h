@@ -69,6 +69,7 @@ struct warp_name_client_opts {
 				   * request); 0: 1024 */
 	int local;                /* local-link lookups: -1 off, 1 on, 0 auto (on when no server) */
 	bool seal;                /* encrypt requests to servers with a pinned key */
+	int64_t clock_offset_ms;  /* added to the wall clock for `updated` (an NTP correction) */
 	/* Local link: group addresses and port, NULL/0 for the defaults
 	 * (239.255.82.80 and ff02::5750, port 5380).  Tests use unicast loopback here. */
 	const char *local_group4;
