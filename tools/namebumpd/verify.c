@@ -116,6 +116,7 @@ static int verify(struct nb_vcache *vc, const uint8_t pub[WARP_PUBKEY_LEN], cons
 		err = -ENOMEM;
 		goto out;
 	}
+	EVP_MD_CTX_reset(vc->md); /* a context reused across keys must start clean */
 	if (EVP_DigestVerifyInit(vc->md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
 	    EVP_DigestVerify(vc->md, der, (size_t)derlen, msg, len) == 1)
 		err = 0;
