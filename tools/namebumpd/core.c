@@ -460,7 +460,7 @@ static void finish(struct nb_core *c, struct nb_slot *slots, size_t n, uint64_t 
 	if (!k)
 		return;
 	NB_STAT_ADD(c->sh, batches, 1);
-	if (wn_auth_batch(c->sh->key, bufs, lens, caps, k)) {
+	if (wn_auth_batch(&c->sh->signer, bufs, lens, caps, k)) {
 		for (i = 0; i < k; i++)
 			who[i]->send = false;
 		return;

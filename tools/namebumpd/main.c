@@ -201,8 +201,10 @@ int main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
+	wn_signer_init(&sh.signer, sh.key);
 	if (created)
 		pr_info("created server key %s", cfg.key);
+	pr_info("signatures: %s", wn_sig_backend());
 	pr_info("server public key %s", hex);
 	if (cfg.clock_offset_ms)
 		pr_warn("testing: clock offset %lld ms", (long long)cfg.clock_offset_ms);
@@ -246,6 +248,7 @@ int main(int argc, char **argv)
 out:
 	nb_server_free(srv);
 	nb_ratelimit_free(sh.rl);
+	wn_signer_wipe(&sh.signer);
 	warp_identity_free(sh.key);
 	if (sh.ops)
 		pthread_mutex_destroy(&sh.write_lock);

@@ -68,6 +68,7 @@ struct nb_shared {
 	const struct nb_config *cfg;
 	const struct nb_store_ops *ops;
 	struct warp_identity *key;
+	struct wn_signer signer;    /* signs reply batches with key */
 	pthread_mutex_t write_lock; /* one writer at a time, without SQLite's busy sleeps */
 	struct nb_ratelimit *rl;
 	struct nb_stats stats;      /* updated with atomics */

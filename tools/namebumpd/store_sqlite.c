@@ -19,7 +19,16 @@
 #include "core/log.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
+
+#define BCOUNT_INC1(c, col)                                                                         \
+	" INSERT INTO bcount (col, k, n) SELECT " #c ", NEW." col ", 1 WHERE NEW." col " IS NOT NULL" \
+	" ON CONFLICT (col, k) DO UPDATE SET n = n + 1;"
+#define BCOUNT_DEC1(c, col) " UPDATE bcount SET n = n - 1 WHERE col = " #c " AND k = OLD." col ";"
+#define BCOUNT_INC                                                                                 \
+	BCOUNT_INC1(0, "b32") BCOUNT_INC1(1, "b128") BCOUNT_INC1(2, "b64") BCOUNT_INC1(3, "b48")
+#define BCOUNT_DEC                                                                                 \
+	BCOUNT_DEC1(0, "b32") BCOUNT_DEC1(1, "b128") BCOUNT_DEC1(2, "b64") BCOUNT_DEC1(3, "b48")
 
 static const char *const migrations[SCHEMA_VERSION] = {
 	/* 0 -> 1 */
@@ -42,6 +51,26 @@ static const char *const migrations[SCHEMA_VERSION] = {
 	"CREATE INDEX names_refreshed ON names(refreshed);"
 	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"INSERT INTO meta VALUES ('created_by', 'namebumpd');",
+	/*
+	 * 1 -> 2: per-bucket name counts kept by triggers, so a quota check is one lookup
+	 * instead of counting an index range (col: 0 b32, 1 b128, 2 b64, 3 b48).
+	 */
+	"CREATE TABLE bcount (col INTEGER NOT NULL, k NOT NULL, n INTEGER NOT NULL,"
+	" PRIMARY KEY (col, k)) WITHOUT ROWID;"
+	"INSERT INTO bcount SELECT 0, b32, COUNT(*) FROM names WHERE b32 IS NOT NULL GROUP BY b32;"
+	"INSERT INTO bcount SELECT 1, b128, COUNT(*) FROM names WHERE b128 IS NOT NULL"
+	" GROUP BY b128;"
+	"INSERT INTO bcount SELECT 2, b64, COUNT(*) FROM names WHERE b64 IS NOT NULL GROUP BY b64;"
+	"INSERT INTO bcount SELECT 3, b48, COUNT(*) FROM names WHERE b48 IS NOT NULL GROUP BY b48;"
+	"CREATE TRIGGER names_ins AFTER INSERT ON names BEGIN"
+	BCOUNT_INC
+	" END;"
+	"CREATE TRIGGER names_del AFTER DELETE ON names BEGIN"
+	BCOUNT_DEC
+	" END;"
+	"CREATE TRIGGER names_upd AFTER UPDATE OF b32, b48, b64, b128 ON names BEGIN"
+	BCOUNT_DEC BCOUNT_INC
+	" END;",
 };
 
 static const char *const bucket_col[NB_B_MAX] = { "b32", "b128", "b64", "b48" };
@@ -54,6 +83,7 @@ enum {
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_GC,
+	ST_GC2,
 	ST_TOTAL,
 	ST_COUNT0,
 	ST_OLDEST0 = ST_COUNT0 + NB_B_MAX,
@@ -175,18 +205,23 @@ static struct nb_store *sq_open(const char *path, bool sync_full)
 		    "SELECT kind, value, owner, updated, sig, refreshed, expires, af, b32, b128"
 		    " FROM names WHERE name = ?1") ||
 	    prepare(s, ST_UPSERT,
-		    "INSERT OR REPLACE INTO names (name, kind, value, owner, updated, sig,"
+		    "INSERT INTO names (name, kind, value, owner, updated, sig,"
 		    " refreshed, expires, af, b32, b48, b64, b128)"
-		    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)") ||
+		    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+		    " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind,"
+		    " value = excluded.value, owner = excluded.owner, updated = excluded.updated,"
+		    " sig = excluded.sig, refreshed = excluded.refreshed,"
+		    " expires = excluded.expires, af = excluded.af, b32 = excluded.b32,"
+		    " b48 = excluded.b48, b64 = excluded.b64, b128 = excluded.b128") ||
 	    prepare(s, ST_REMOVE, "DELETE FROM names WHERE name = ?1") ||
 	    prepare(s, ST_BEGIN, "BEGIN IMMEDIATE") || prepare(s, ST_COMMIT, "COMMIT") ||
 	    prepare(s, ST_ROLLBACK, "ROLLBACK") ||
 	    prepare(s, ST_GC, "DELETE FROM names WHERE refreshed < ?1") ||
+	    prepare(s, ST_GC2, "DELETE FROM bcount WHERE n <= 0") ||
 	    prepare(s, ST_TOTAL, "SELECT COUNT(*) FROM names"))
 		goto fail;
 	for (int b = 0; b < NB_B_MAX; b++) {
-		snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM names WHERE %s = ?1",
-			 bucket_col[b]);
+		snprintf(sql, sizeof(sql), "SELECT n FROM bcount WHERE col = %d AND k = ?1", b);
 		if (prepare(s, ST_COUNT0 + b, sql))
 			goto fail;
 		snprintf(sql, sizeof(sql),
@@ -338,11 +373,12 @@ static int sq_remove(struct nb_store *s, const char *name)
 static int one_int(struct nb_store *s, sqlite3_stmt *st, uint64_t *n)
 {
 	int rc = sqlite3_step(st);
+	sqlite3_int64 v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
 
-	*n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	*n = v > 0 ? (uint64_t)v : 0;
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	return rc == SQLITE_ROW ? 0 : db_err(s, "count");
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, "count");
 }
 
 static int sq_count(struct nb_store *s, enum nb_bucket b, const struct nb_ip *ip, uint64_t *n)
@@ -380,11 +416,15 @@ static int sq_oldest(struct nb_store *s, enum nb_bucket b, const struct nb_ip *i
 
 static int sq_gc(struct nb_store *s, uint64_t before)
 {
-	int err;
+	int err, n;
 
 	sqlite3_bind_int64(s->st[ST_GC], 1, (sqlite3_int64)before);
 	err = step_done(s, s->st[ST_GC], "gc");
-	return err ? err : sqlite3_changes(s->db);
+	if (err)
+		return err;
+	n = sqlite3_changes(s->db);
+	err = step_done(s, s->st[ST_GC2], "gc");
+	return err ? err : n;
 }
 
 static int sq_total(struct nb_store *s, uint64_t *n)

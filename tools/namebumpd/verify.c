@@ -20,12 +20,15 @@
 
 struct vslot {
 	uint8_t pub[WARP_PUBKEY_LEN];
-	EVP_PKEY *pkey;
+	EVP_PKEY *pkey;            /* OpenSSL backend */
+	struct wn_parsed_pub fast; /* libsecp256k1 backend */
+	bool fast_ok;
 };
 
 struct nb_vcache {
 	unsigned int n;
 	EVP_MD_CTX *md;
+	EVP_MD *sha256; /* fetched once: implicit fetches take global locks every time */
 	struct vslot *slots;
 };
 
@@ -49,7 +52,8 @@ struct nb_vcache *nb_vcache_new(unsigned int slots)
 	vc->n = slots ? slots : 1;
 	vc->slots = calloc(vc->n, sizeof(*vc->slots));
 	vc->md = EVP_MD_CTX_new();
-	if (!vc->slots || !vc->md) {
+	vc->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!vc->slots || !vc->md || !vc->sha256) {
 		nb_vcache_free(vc);
 		errno = ENOMEM;
 		return NULL;
@@ -65,6 +69,7 @@ void nb_vcache_free(struct nb_vcache *vc)
 		EVP_PKEY_free(vc->slots[i].pkey);
 	free(vc->slots);
 	EVP_MD_CTX_free(vc->md);
+	EVP_MD_free(vc->sha256);
 	free(vc);
 }
 
@@ -117,7 +122,7 @@ static int verify(struct nb_vcache *vc, const uint8_t pub[WARP_PUBKEY_LEN], cons
 		goto out;
 	}
 	EVP_MD_CTX_reset(vc->md); /* a context reused across keys must start clean */
-	if (EVP_DigestVerifyInit(vc->md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+	if (EVP_DigestVerifyInit(vc->md, NULL, vc->sha256, NULL, pkey) == 1 &&
 	    EVP_DigestVerify(vc->md, der, (size_t)derlen, msg, len) == 1)
 		err = 0;
 out:
@@ -128,6 +133,21 @@ out:
 	return err;
 }
 
+static int verify_fast(struct nb_vcache *vc, const uint8_t pub[WARP_PUBKEY_LEN],
+		       const uint8_t *msg, size_t len, const uint8_t sig[WARP_SIG_LEN])
+{
+	struct vslot *s = &vc->slots[(pub[1] | pub[2] << 8 | pub[3] << 16) % vc->n];
+
+	if (!s->fast_ok || memcmp(s->pub, pub, WARP_PUBKEY_LEN)) {
+		s->fast_ok = false;
+		if (wn_pub_parse(pub, &s->fast))
+			return -WARP_EMALFORMED;
+		memcpy(s->pub, pub, WARP_PUBKEY_LEN);
+		s->fast_ok = true;
+	}
+	return wn_verify_parsed(&s->fast, msg, len, sig);
+}
+
 int nb_vcache_verify_record(struct nb_vcache *vc, const struct wn_record *rec)
 {
 	uint8_t msg[64 + WARP_NAME_FQ_MAX + WARP_NAME_VALUE_MAX + WARP_PUBKEY_LEN + 16];
@@ -135,5 +155,7 @@ int nb_vcache_verify_record(struct nb_vcache *vc, const struct wn_record *rec)
 
 	if (len < 0)
 		return len;
+	if (wn_sig_fast())
+		return verify_fast(vc, rec->owner, msg, (size_t)len, rec->sig) ? -WARP_EAUTH : 0;
 	return verify(vc, rec->owner, msg, (size_t)len, rec->sig) ? -WARP_EAUTH : 0;
 }

@@ -226,6 +226,16 @@ int wn_record_sign(struct wn_record *rec, const struct warp_identity *id)
 	return warp_identity_sign(id, msg, (size_t)len, rec->sig);
 }
 
+int wn_record_sign_with(struct wn_record *rec, const struct wn_signer *s)
+{
+	uint8_t msg[64 + WARP_NAME_FQ_MAX + WARP_NAME_VALUE_MAX + WARP_PUBKEY_LEN + 16];
+	int len = wn_record_signed_msg(rec, msg, sizeof(msg));
+
+	if (len < 0)
+		return len;
+	return wn_signer_sign(s, msg, (size_t)len, rec->sig);
+}
+
 int wn_record_verify(const struct wn_record *rec)
 {
 	uint8_t msg[64 + WARP_NAME_FQ_MAX + WARP_NAME_VALUE_MAX + WARP_PUBKEY_LEN + 16];
@@ -233,7 +243,7 @@ int wn_record_verify(const struct wn_record *rec)
 
 	if (len < 0)
 		return len;
-	return warp_verify(rec->owner, msg, (size_t)len, rec->sig) ? -WARP_EAUTH : 0;
+	return wn_verify(rec->owner, msg, (size_t)len, rec->sig) ? -WARP_EAUTH : 0;
 }
 
 int wn_record_make(struct wn_record *rec, const struct warp_identity *id, uint8_t kind,
@@ -450,13 +460,13 @@ static int batch_msg(const uint8_t server[WARP_PUBKEY_LEN], const uint8_t root[3
 	return (int)(sizeof(batch_prefix) + WARP_PUBKEY_LEN + 32);
 }
 
-int wn_auth_batch(const struct warp_identity *server, uint8_t **bufs, size_t *lens,
+int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens,
 		  const size_t *caps, size_t n)
 {
 	/* tree[level][i]; level 0 are the leaves, padded with zero hashes to a power of two */
 	uint8_t tree[WN_MAX_DEPTH + 1][WN_MAX_BATCH][32];
 	uint8_t msg[sizeof(batch_prefix) + WARP_PUBKEY_LEN + 32], sig[WARP_SIG_LEN];
-	const uint8_t *pub = warp_identity_pubkey(server);
+	const uint8_t *pub = server->pub;
 	unsigned int depth = wn_auth_depth(n);
 	size_t width = (size_t)1 << depth;
 	int err, mlen;
@@ -476,7 +486,7 @@ int wn_auth_batch(const struct warp_identity *server, uint8_t **bufs, size_t *le
 		for (size_t i = 0; i < (width >> l); i++)
 			node_hash(tree[l - 1][2 * i], tree[l - 1][2 * i + 1], tree[l][i]);
 	mlen = batch_msg(pub, tree[depth][0], msg);
-	err = warp_identity_sign(server, msg, (size_t)mlen, sig);
+	err = wn_signer_sign(server, msg, (size_t)mlen, sig);
 	if (err)
 		return err;
 	for (size_t i = 0; i < n; i++) {
@@ -549,7 +559,7 @@ int wn_reply_verify(const uint8_t *buf, size_t body_len, const struct wn_auth *a
 			node_hash(h, sib, h);
 	}
 	mlen = batch_msg(auth->server, h, msg);
-	return warp_verify(auth->server, msg, (size_t)mlen, auth->sig) ? -WARP_EAUTH : 0;
+	return wn_verify(auth->server, msg, (size_t)mlen, auth->sig) ? -WARP_EAUTH : 0;
 }
 
 /* ---- local link ----
@@ -654,7 +664,7 @@ int wn_lanswer_decode(const uint8_t *buf, size_t len, uint64_t *id, struct wn_re
 	if (mlen < 0)
 		return mlen;
 	/* the binding to the query id, then the record's own signature */
-	if (warp_verify(rec->owner, msg, (size_t)mlen, sig))
+	if (wn_verify(rec->owner, msg, (size_t)mlen, sig))
 		return -WARP_EAUTH;
 	return wn_record_verify(rec);
 }

@@ -14,6 +14,7 @@
 #include <warpgate/name.h>
 
 #include "core/bytes.h"
+#include "name/sig.h"
 
 #define WN_MAGIC0      0x57 /* 'W' */
 #define WN_MAGIC1      0x4e /* 'N' */
@@ -119,6 +120,7 @@ int wn_record_decode(struct warp_rd *r, struct wn_record *rec);
 /* prefix || record without the signature; returns its length or -EMSGSIZE. */
 int wn_record_signed_msg(const struct wn_record *rec, uint8_t *buf, size_t cap);
 int wn_record_sign(struct wn_record *rec, const struct warp_identity *id);
+int wn_record_sign_with(struct wn_record *rec, const struct wn_signer *s);
 int wn_record_verify(const struct wn_record *rec);
 /* Fills rec from parts (name already canonical) and signs it. */
 int wn_record_make(struct wn_record *rec, const struct warp_identity *id, uint8_t kind,
@@ -135,7 +137,7 @@ int wn_peek(const uint8_t *buf, size_t len, uint8_t *type, uint64_t *id);
 int wn_reply_encode_body(const struct wn_reply *rep, uint8_t *buf, size_t cap);
 /* Sign n reply bodies under one signature (Merkle tree); each buf grows by the
  * authenticator, lens updated.  caps are the buffer capacities. */
-int wn_auth_batch(const struct warp_identity *server, uint8_t **bufs, size_t *lens,
+int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens,
 		  const size_t *caps, size_t n);
 size_t wn_auth_len(unsigned int depth);
 unsigned int wn_auth_depth(size_t n);
