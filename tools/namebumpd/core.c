@@ -185,7 +185,7 @@ static int buckets_of(const struct nb_ip *ip, enum nb_bucket out[3])
  * there is room, 0 with another status when the write must be refused, or a storage error.
  */
 static int make_room(struct nb_core *c, struct nb_slot *s, const struct nb_row *old,
-		     uint64_t now, uint8_t *status, uint64_t *used)
+		     uint64_t now, uint8_t *status)
 {
 	const struct nb_config *cfg = c->sh->cfg;
 	const struct nb_store_ops *ops = c->sh->ops;
@@ -227,9 +227,36 @@ static int make_room(struct nb_core *c, struct nb_slot *s, const struct nb_row *
 			NB_STAT_ADD(c->sh, bumped, 1);
 			n--;
 		}
-		if (i == 0)
-			*used = n + 1;
 	}
+	return 0;
+}
+
+/*
+ * How long the name may live unrefreshed before it can be bumped: the fuller the busiest of
+ * the writer's buckets (this name included), the shorter, from lifetime down to min_age.
+ */
+static int bump_after(struct nb_core *c, struct nb_slot *s, const struct nb_row *old,
+		      uint64_t *life)
+{
+	const struct nb_config *cfg = c->sh->cfg;
+	enum nb_bucket bk[3];
+	int nb = buckets_of(&s->src, bk), err;
+	double frac = 0;
+
+	for (int i = 0; i < nb; i++) {
+		uint64_t n;
+		double f;
+
+		err = c->sh->ops->count(c->store, bk[i], &s->src, &n);
+		if (err)
+			return err;
+		if (!old || !same_bucket(&old->ip, &s->src, bk[i]))
+			n++;
+		f = n > 1 ? (double)(n - 1) / cfg->quota[bk[i]] : 0;
+		if (f > frac)
+			frac = f > 1 ? 1 : f;
+	}
+	*life = cfg->lifetime_ms - (uint64_t)((double)(cfg->lifetime_ms - cfg->min_age_ms) * frac);
 	return 0;
 }
 
@@ -239,9 +266,8 @@ static int apply(struct nb_core *c, struct nb_slot *s, uint64_t now)
 	const struct nb_config *cfg = c->sh->cfg;
 	const struct nb_store_ops *ops = c->sh->ops;
 	const struct wn_record *rec = &s->req.rec;
-	enum nb_bucket narrow = s->src.af == 4 ? NB_B_V4 : NB_B_V6_128;
 	struct nb_row old, row;
-	uint64_t used = 1, life;
+	uint64_t life;
 	uint8_t status;
 	bool exists;
 	int err;
@@ -283,26 +309,17 @@ static int apply(struct nb_core *c, struct nb_slot *s, uint64_t now)
 	} else {
 		row.ip = s->src;
 		if (!exists || !same_ip(&old.ip, &s->src)) {
-			err = make_room(c, s, exists ? &old : NULL, now, &status, &used);
+			err = make_room(c, s, exists ? &old : NULL, now, &status);
 			if (err)
 				return err;
 			if (status != WN_OK) {
 				reply(s, status, 0);
 				return 0;
 			}
-		} else {
-			err = ops->count(c->store, narrow, &s->src, &used);
-			if (err)
-				return err;
 		}
-		/* The more names the address holds, the sooner this one may be bumped; never
-		 * before min_age.  Unrefreshed, it is gone after lifetime whatever happens. */
-		if (used < 1)
-			used = 1;
-		if (used > cfg->quota[narrow])
-			used = cfg->quota[narrow];
-		life = cfg->lifetime_ms -
-		       (cfg->lifetime_ms - cfg->min_age_ms) * (used - 1) / cfg->quota[narrow];
+		err = bump_after(c, s, exists ? &old : NULL, &life);
+		if (err)
+			return err;
 		row.expires = now + life;
 	}
 	err = ops->upsert(c->store, &row);

@@ -158,7 +158,7 @@ fail:
 	return err;
 }
 
-static int prepare(struct nb_store *s, int i, const char *sql)
+static int sq_prepare(struct nb_store *s, int i, const char *sql)
 {
 	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
 	    SQLITE_OK)
@@ -201,10 +201,10 @@ static struct nb_store *sq_open(const char *path, bool sync_full)
 	if (err)
 		goto fail;
 	err = EIO;
-	if (prepare(s, ST_GET,
+	if (sq_prepare(s, ST_GET,
 		    "SELECT kind, value, owner, updated, sig, refreshed, expires, af, b32, b128"
 		    " FROM names WHERE name = ?1") ||
-	    prepare(s, ST_UPSERT,
+	    sq_prepare(s, ST_UPSERT,
 		    "INSERT INTO names (name, kind, value, owner, updated, sig,"
 		    " refreshed, expires, af, b32, b48, b64, b128)"
 		    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -213,22 +213,22 @@ static struct nb_store *sq_open(const char *path, bool sync_full)
 		    " sig = excluded.sig, refreshed = excluded.refreshed,"
 		    " expires = excluded.expires, af = excluded.af, b32 = excluded.b32,"
 		    " b48 = excluded.b48, b64 = excluded.b64, b128 = excluded.b128") ||
-	    prepare(s, ST_REMOVE, "DELETE FROM names WHERE name = ?1") ||
-	    prepare(s, ST_BEGIN, "BEGIN IMMEDIATE") || prepare(s, ST_COMMIT, "COMMIT") ||
-	    prepare(s, ST_ROLLBACK, "ROLLBACK") ||
-	    prepare(s, ST_GC, "DELETE FROM names WHERE refreshed < ?1") ||
-	    prepare(s, ST_GC2, "DELETE FROM bcount WHERE n <= 0") ||
-	    prepare(s, ST_TOTAL, "SELECT COUNT(*) FROM names"))
+	    sq_prepare(s, ST_REMOVE, "DELETE FROM names WHERE name = ?1") ||
+	    sq_prepare(s, ST_BEGIN, "BEGIN IMMEDIATE") || sq_prepare(s, ST_COMMIT, "COMMIT") ||
+	    sq_prepare(s, ST_ROLLBACK, "ROLLBACK") ||
+	    sq_prepare(s, ST_GC, "DELETE FROM names WHERE refreshed < ?1") ||
+	    sq_prepare(s, ST_GC2, "DELETE FROM bcount WHERE n <= 0") ||
+	    sq_prepare(s, ST_TOTAL, "SELECT COUNT(*) FROM names"))
 		goto fail;
 	for (int b = 0; b < NB_B_MAX; b++) {
 		snprintf(sql, sizeof(sql), "SELECT n FROM bcount WHERE col = %d AND k = ?1", b);
-		if (prepare(s, ST_COUNT0 + b, sql))
+		if (sq_prepare(s, ST_COUNT0 + b, sql))
 			goto fail;
 		snprintf(sql, sizeof(sql),
 			 "SELECT name FROM names WHERE %s = ?1 AND expires <= ?2 AND name != ?3"
 			 " ORDER BY refreshed LIMIT 1",
 			 bucket_col[b]);
-		if (prepare(s, ST_OLDEST0 + b, sql))
+		if (sq_prepare(s, ST_OLDEST0 + b, sql))
 			goto fail;
 	}
 	return s;
