@@ -207,7 +207,7 @@ int main(int argc, char **argv)
 	struct pkt *pkts;
 	struct inflight *fl;
 	uint32_t *lat;
-	unsigned long count, next = 0, done = 0, ok = 0, errs = 0, lost = 0, timed = 0;
+	unsigned long count, count0, next = 0, done = 0, ok = 0, errs = 0, lost = 0, timed = 0;
 	unsigned long status[WN_STATUS_MAX + 1] = { 0 };
 	bool put;
 	uint64_t t0, t_end, last_sweep;
@@ -256,6 +256,7 @@ int main(int argc, char **argv)
 		count = (unsigned long)(opt.duration * 100000); /* upper bound for a GET run */
 	if (put && count < opt.names)
 		count = opt.names;
+	count0 = count;
 	pkts = calloc(put ? count : opt.names, sizeof(*pkts));
 	fl = calloc(opt.window, sizeof(*fl));
 	lat = calloc(count, sizeof(*lat));
@@ -371,5 +372,12 @@ int main(int argc, char **argv)
 				fprintf(stderr, "nbload: %lu x %s\n", status[s],
 					wn_status_str(s));
 	}
+	for (unsigned long i = 0; i < (put ? count0 : opt.names); i++)
+		free(pkts[i].buf);
+	free(pkts);
+	free(fl);
+	free(lat);
+	for (unsigned int i = 0; i < opt.socks; i++)
+		close(fds[i]);
 	return errs || lost ? 3 : 0;
 }
