@@ -47,15 +47,15 @@ start() { # $1: extra environment; sets $pid and $port
 stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; }
 
 row() { # label, nbload output line
-	awk -v l="$1" '{ printf "| %-34s | %8d | %9.0f | %7.2f | %7.2f | %6d |\n", l, $2, $4, $7, $10, $15 + $17 }' <<<"$2"
+	awk -v l="$1" '{ printf "| %-42s | %8d | %9.0f | %7.2f | %7.2f | %6d |\n", l, $2, $4, $7, $10, $15 + $17 }' <<<"$2"
 }
 
 names=2000
 echo "namebumpd load ($(nproc) cores, loopback UDP, 2 workers, $names names, 200-byte values)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews latency)"
 echo
-echo "| operation                          | requests |     req/s | p50 ms  | p99 ms  | errors |"
-echo "|------------------------------------|----------|-----------|---------|---------|--------|"
+echo "| operation                                  | requests |     req/s | p50 ms  | p99 ms  | errors |"
+echo "|--------------------------------------------|----------|-----------|---------|---------|--------|"
 for mode in fast:full fast:normal openssl:full; do
 	backend=${mode%%:*} sync=${mode#*:}
 	env=
@@ -72,13 +72,13 @@ for mode in fast:full fast:normal openssl:full; do
 		--prefix load -q >/dev/null
 	cnt=$([ "$backend" = fast ] && echo 20000 || echo 6000)
 	out=$("$load" --server "127.0.0.1:$port" --op put --count "$cnt" --names "$names" \
-		--window 24 --prefix "w24$backend$sync" -q 2>/dev/null)
+		--window 16 --prefix "w16$backend$sync" -q 2>/dev/null)
 	row "signed PUT ($sigs)$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op put --count "$cnt" --names "$names" \
 		--window 128 --prefix "w128$backend$sync" -q 2>/dev/null)
 	row "signed PUT, window 128$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op get --duration "$duration" --names "$names" \
-		--window 24 --pad 768 --prefix load -q 2>/dev/null)
+		--window 16 --pad 768 --prefix load -q 2>/dev/null)
 	row "GET$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op get --duration "$duration" --names "$names" \
 		--window 128 --pad 768 --prefix load -q 2>/dev/null)

@@ -329,32 +329,33 @@ static int apply(struct nb_core *c, struct nb_slot *s, uint64_t now)
 	return 0;
 }
 
-static void write_batch(struct nb_core *c, struct nb_slot *slots, size_t n, uint64_t now)
+void nb_core_commit(struct nb_core *c, struct nb_batch **batches, size_t nb)
 {
 	const struct nb_store_ops *ops = c->sh->ops;
-	size_t i;
 	int err;
 
-	for (i = 0; i < n && !slots[i].pending; i++)
-		;
-	if (i == n)
-		return;
 	pthread_mutex_lock(&c->sh->write_lock);
 	err = ops->begin(c->store);
-	for (i = 0; i < n && !err; i++)
-		if (slots[i].pending)
-			err = apply(c, &slots[i], now);
+	for (size_t b = 0; b < nb && !err; b++)
+		for (size_t i = 0; i < batches[b]->n && !err; i++)
+			if (batches[b]->slots[i].pending)
+				err = apply(c, &batches[b]->slots[i], batches[b]->now);
 	if (!err)
 		err = ops->commit(c->store);
 	else
 		ops->rollback(c->store);
 	pthread_mutex_unlock(&c->sh->write_lock);
-	for (i = 0; i < n; i++) {
-		if (!slots[i].pending)
-			continue;
-		slots[i].pending = false;
-		if (err)
-			reply(&slots[i], WN_INTERNAL, 0);
+	/* acknowledged only now, after the commit returned */
+	for (size_t b = 0; b < nb; b++) {
+		for (size_t i = 0; i < batches[b]->n; i++) {
+			struct nb_slot *s = &batches[b]->slots[i];
+
+			if (!s->pending)
+				continue;
+			s->pending = false;
+			if (err)
+				reply(s, WN_INTERNAL, 0);
+		}
 	}
 	if (err)
 		pr_err("write batch failed: %s", warp_strerror(err));
@@ -504,16 +505,34 @@ static void finish(struct nb_core *c, struct nb_slot *slots, size_t n, uint64_t 
 	}
 }
 
-void nb_core_run(struct nb_core *c, struct nb_slot *slots, size_t n)
+bool nb_core_prepare(struct nb_core *c, struct nb_batch *b)
 {
-	uint64_t now = nb_now(c->sh->cfg);
+	bool pending = false;
+
+	b->now = nb_now(c->sh->cfg);
+	for (size_t i = 0; i < b->n; i++) {
+		prepare(c, &b->slots[i], b->now);
+		pending |= b->slots[i].pending;
+	}
+	return pending;
+}
+
+void nb_core_finish(struct nb_core *c, struct nb_batch *b)
+{
 	size_t step = c->sh->cfg->batch_max;
 
-	for (size_t i = 0; i < n; i++)
-		prepare(c, &slots[i], now);
-	write_batch(c, slots, n, now);
-	for (size_t i = 0; i < n; i += step)
-		finish(c, slots + i, n - i < step ? n - i : step, now);
+	for (size_t i = 0; i < b->n; i += step)
+		finish(c, b->slots + i, b->n - i < step ? b->n - i : step, b->now);
+}
+
+void nb_core_run(struct nb_core *c, struct nb_slot *slots, size_t n)
+{
+	struct nb_batch b = { .slots = slots, .n = n };
+	struct nb_batch *bp = &b;
+
+	if (nb_core_prepare(c, &b))
+		nb_core_commit(c, &bp, 1);
+	nb_core_finish(c, &b);
 }
 
 void nb_core_tick(struct nb_core *c)

@@ -99,11 +99,25 @@ struct nb_slot {
 	size_t inner_len;
 };
 
+/* A batch of requests that are answered together. */
+struct nb_batch {
+	struct nb_slot *slots;
+	size_t n;
+	uint64_t now; /* server clock for the whole batch */
+};
+
 int nb_core_init(struct nb_core *c, struct nb_shared *sh);
 void nb_core_fini(struct nb_core *c);
 /* Handles n requests (n <= WN_MAX_BATCH): writes in one transaction, replies under one
  * signature.  Sets out/out_len/send of every slot. */
 void nb_core_run(struct nb_core *c, struct nb_slot *slots, size_t n);
+/* The same in three steps, so writes of several batches can share one commit (and one fsync)
+ * on another thread: prepare parses, answers reads and verifies signatures (returns true when
+ * the batch has writes); commit applies the writes of nb batches in one transaction; finish
+ * signs and encodes the replies. */
+bool nb_core_prepare(struct nb_core *c, struct nb_batch *b);
+void nb_core_commit(struct nb_core *c, struct nb_batch **batches, size_t nb);
+void nb_core_finish(struct nb_core *c, struct nb_batch *b);
 /* Periodic housekeeping (expired names); call now and then. */
 void nb_core_tick(struct nb_core *c);
 uint64_t nb_now(const struct nb_config *cfg);

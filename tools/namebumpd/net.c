@@ -39,16 +39,45 @@ struct tcp_conn {
 	struct tcp_conn *next, **pprev;
 };
 
+/* A batch of datagrams from one socket, in flight until its replies are sent. */
+struct udp_batch {
+	struct nb_batch b;
+	struct nb_worker *w;
+	int fd;
+	bool busy;
+	uint8_t (*rx)[WN_MAX_PACKET];
+	struct sockaddr_storage from[WN_MAX_BATCH];
+	struct udp_batch *next; /* committer queue */
+};
+
+#define UDP_BATCHES 4
+
+/*
+ * The committer: one thread with its own database connection that commits the writes of every
+ * batch queued while it was busy in one transaction.  Workers go on reading and verifying while
+ * a commit (and its fsync) runs, so under load each fsync covers more writes.
+ */
+struct nb_committer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct udp_batch *head, **tail;
+	bool stop, running;
+	struct nb_core core;
+};
+
 struct nb_worker {
 	int idx;
 	struct nb_shared *sh;
 	struct nb_core core;
+	struct nb_committer *committer;
 	struct warp_loop *loop;
 	int udp[NB_MAX_LISTEN], tcp[NB_MAX_LISTEN];
 	int n;
-	struct nb_slot *slots;
+	struct nb_slot *slots; /* UDP_BATCHES * WN_MAX_BATCH, then one for TCP */
 	uint8_t (*rx)[WN_MAX_PACKET];
-	struct sockaddr_storage *from;
+	struct udp_batch batches[UDP_BATCHES];
+	bool paused;
 	struct warp_timer *tick;
 	struct tcp_conn *conns;
 	int n_conns;
@@ -164,6 +193,110 @@ static uint16_t *port_of(struct sockaddr_storage *ss)
 
 /* ---- UDP ---- */
 
+static void set_reading(struct nb_worker *w, bool on)
+{
+	if (w->paused == !on)
+		return;
+	w->paused = !on;
+	for (int i = 0; i < w->n; i++)
+		warp_loop_mod_fd(w->loop, w->udp[i], on ? WARP_EV_READ : 0);
+}
+
+static void batch_send(struct udp_batch *ub)
+{
+	struct nb_worker *w = ub->w;
+	struct mmsghdr msgs[WN_MAX_BATCH];
+	struct iovec iov[WN_MAX_BATCH];
+	unsigned int m = 0;
+
+	nb_core_finish(&w->core, &ub->b);
+	for (size_t i = 0; i < ub->b.n; i++) {
+		struct nb_slot *s = &ub->b.slots[i];
+
+		if (!s->send)
+			continue;
+		iov[m].iov_base = s->out;
+		iov[m].iov_len = s->out_len;
+		memset(&msgs[m].msg_hdr, 0, sizeof(msgs[m].msg_hdr));
+		msgs[m].msg_hdr.msg_iov = &iov[m];
+		msgs[m].msg_hdr.msg_iovlen = 1;
+		msgs[m].msg_hdr.msg_name = &ub->from[i];
+		msgs[m].msg_hdr.msg_namelen = ub->from[i].ss_family == AF_INET
+						      ? sizeof(struct sockaddr_in)
+						      : sizeof(struct sockaddr_in6);
+		m++;
+	}
+	for (unsigned int off = 0; off < m;) {
+		int sent = sendmmsg(ub->fd, msgs + off, m - off, 0);
+
+		if (sent <= 0) {
+			if (sent < 0 && errno == EINTR)
+				continue;
+			break; /* full buffer: UDP may drop, the client retries */
+		}
+		off += (unsigned int)sent;
+	}
+	ub->busy = false;
+}
+
+/* Back on the worker's loop once the committer has made the batch's writes durable. */
+static void batch_committed(void *user)
+{
+	struct udp_batch *ub = user;
+
+	batch_send(ub);
+	set_reading(ub->w, true);
+}
+
+static void committer_submit(struct nb_committer *cm, struct udp_batch *ub)
+{
+	pthread_mutex_lock(&cm->lock);
+	ub->next = NULL;
+	*cm->tail = ub;
+	cm->tail = &ub->next;
+	pthread_cond_signal(&cm->cond);
+	pthread_mutex_unlock(&cm->lock);
+}
+
+static void *committer_main(void *arg)
+{
+	struct nb_committer *cm = arg;
+	struct nb_batch *bs[NB_MAX_THREADS * UDP_BATCHES];
+	struct udp_batch *ubs[NB_MAX_THREADS * UDP_BATCHES];
+
+	for (;;) {
+		struct udp_batch *list;
+		size_t n = 0;
+
+		pthread_mutex_lock(&cm->lock);
+		while (!cm->head && !cm->stop)
+			pthread_cond_wait(&cm->cond, &cm->lock);
+		list = cm->head;
+		cm->head = NULL;
+		cm->tail = &cm->head;
+		pthread_mutex_unlock(&cm->lock);
+		if (!list)
+			break; /* stopping, and nothing left */
+		for (; list; list = list->next) {
+			ubs[n] = list;
+			bs[n++] = &list->b;
+		}
+		nb_core_commit(&cm->core, bs, n);
+		for (size_t i = 0; i < n; i++)
+			if (warp_loop_post(ubs[i]->w->loop, batch_committed, ubs[i]))
+				ubs[i]->busy = false; /* out of memory: the client will retry */
+	}
+	return NULL;
+}
+
+static void batch_committed_sync(struct nb_worker *w, struct udp_batch *ub)
+{
+	struct nb_batch *b = &ub->b;
+
+	nb_core_commit(&w->core, &b, 1);
+	batch_send(ub);
+}
+
 static void udp_read(struct warp_loop *loop, int fd, unsigned int events, void *user)
 {
 	struct nb_worker *w = user;
@@ -172,66 +305,51 @@ static void udp_read(struct warp_loop *loop, int fd, unsigned int events, void *
 	int n;
 
 	for (int round = 0; round < UDP_ROUNDS; round++) {
+		struct udp_batch *ub = NULL;
 		size_t k = 0;
 
+		for (int i = 0; i < UDP_BATCHES && !ub; i++)
+			if (!w->batches[i].busy)
+				ub = &w->batches[i];
+		if (!ub) {
+			/* every batch waits for a commit: let the socket buffer hold the rest */
+			set_reading(w, false);
+			return;
+		}
 		memset(msgs, 0, sizeof(msgs));
 		for (int i = 0; i < WN_MAX_BATCH; i++) {
-			iov[i].iov_base = w->rx[i];
+			iov[i].iov_base = ub->rx[i];
 			iov[i].iov_len = WN_MAX_PACKET;
 			msgs[i].msg_hdr.msg_iov = &iov[i];
 			msgs[i].msg_hdr.msg_iovlen = 1;
-			msgs[i].msg_hdr.msg_name = &w->from[i];
-			msgs[i].msg_hdr.msg_namelen = sizeof(w->from[i]);
+			msgs[i].msg_hdr.msg_name = &ub->from[i];
+			msgs[i].msg_hdr.msg_namelen = sizeof(ub->from[i]);
 		}
 		n = recvmmsg(fd, msgs, WN_MAX_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
 		for (int i = 0; i < n; i++) {
-			struct nb_slot *s = &w->slots[i];
+			struct nb_slot *s = &ub->b.slots[k];
 
 			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
 				continue; /* larger than any valid request */
-			s->in = w->rx[i];
+			s->in = ub->rx[i];
 			s->in_len = msgs[i].msg_len;
 			s->udp = true;
-			nb_sockaddr_ip(&w->from[i], &s->src);
-			if (k != (size_t)i) {
-				/* keep slot k and its address together */
-				w->slots[k] = *s;
-				w->from[k] = w->from[i];
-			}
+			if (k != (size_t)i)
+				ub->from[k] = ub->from[i];
+			nb_sockaddr_ip(&ub->from[k], &s->src);
 			k++;
 		}
-		nb_core_run(&w->core, w->slots, k);
-		/* send the answers */
-		int m = 0;
-
-		for (size_t i = 0; i < k; i++) {
-			struct nb_slot *s = &w->slots[i];
-
-			if (!s->send)
-				continue;
-			iov[m].iov_base = s->out;
-			iov[m].iov_len = s->out_len;
-			memset(&msgs[m].msg_hdr, 0, sizeof(msgs[m].msg_hdr));
-			msgs[m].msg_hdr.msg_iov = &iov[m];
-			msgs[m].msg_hdr.msg_iovlen = 1;
-			msgs[m].msg_hdr.msg_name = &w->from[i];
-			msgs[m].msg_hdr.msg_namelen = w->from[i].ss_family == AF_INET
-							      ? sizeof(struct sockaddr_in)
-							      : sizeof(struct sockaddr_in6);
-			m++;
-		}
-		for (int off = 0; off < m;) {
-			int sent = sendmmsg(fd, msgs + off, (unsigned int)(m - off), 0);
-
-			if (sent <= 0) {
-				if (sent < 0 && errno == EINTR)
-					continue;
-				break; /* full buffer: UDP may drop, the client retries */
-			}
-			off += sent;
-		}
+		ub->b.n = k;
+		ub->fd = fd;
+		ub->busy = true;
+		if (w->committer && nb_core_prepare(&w->core, &ub->b))
+			committer_submit(w->committer, ub);
+		else if (!w->committer && nb_core_prepare(&w->core, &ub->b))
+			batch_committed_sync(w, ub);
+		else
+			batch_send(ub);
 		if (n < WN_MAX_BATCH)
 			return;
 	}
@@ -301,7 +419,7 @@ static void conn_io(struct warp_loop *loop, int fd, unsigned int events, void *u
 	warp_timer_arm_ms(c->idle, TCP_IDLE_MS);
 	while (c->rlen >= 2) {
 		size_t flen = warp_get_u16(c->rbuf);
-		struct nb_slot *s = &w->slots[0];
+		struct nb_slot *s = &w->slots[UDP_BATCHES * WN_MAX_BATCH];
 
 		if (flen == 0 || flen > WN_MAX_PACKET) {
 			conn_close(c);
@@ -403,7 +521,6 @@ static void worker_free(struct nb_worker *w)
 	warp_loop_free(w->loop);
 	free(w->slots);
 	free(w->rx);
-	free(w->from);
 	free(w);
 }
 
@@ -419,11 +536,15 @@ static struct nb_worker *worker_new(struct nb_shared *sh, int idx)
 	for (int i = 0; i < NB_MAX_LISTEN; i++)
 		w->udp[i] = w->tcp[i] = -1;
 	w->loop = warp_loop_new();
-	w->slots = calloc(WN_MAX_BATCH, sizeof(*w->slots));
-	w->rx = calloc(WN_MAX_BATCH, sizeof(*w->rx));
-	w->from = calloc(WN_MAX_BATCH, sizeof(*w->from));
-	if (!w->loop || !w->slots || !w->rx || !w->from)
+	w->slots = calloc(UDP_BATCHES * WN_MAX_BATCH + 1, sizeof(*w->slots));
+	w->rx = calloc(UDP_BATCHES * WN_MAX_BATCH, sizeof(*w->rx));
+	if (!w->loop || !w->slots || !w->rx)
 		goto fail;
+	for (int i = 0; i < UDP_BATCHES; i++) {
+		w->batches[i].w = w;
+		w->batches[i].b.slots = w->slots + i * WN_MAX_BATCH;
+		w->batches[i].rx = w->rx + i * WN_MAX_BATCH;
+	}
 	err = nb_core_init(&w->core, sh);
 	if (err) {
 		errno = -err;
@@ -453,6 +574,8 @@ struct nb_server {
 	struct nb_shared *sh;
 	struct nb_worker *w[NB_MAX_THREADS];
 	int n;
+	struct nb_committer cm;
+	bool cm_init;
 };
 
 /* Binds UDP then TCP on one address for every worker; port 0 picks one port for all. */
@@ -528,12 +651,20 @@ struct nb_server *nb_server_new(struct nb_shared *sh)
 	if (!srv)
 		return NULL;
 	srv->sh = sh;
+	pthread_mutex_init(&srv->cm.lock, NULL);
+	pthread_cond_init(&srv->cm.cond, NULL);
+	srv->cm.tail = &srv->cm.head;
+	srv->cm_init = true;
+	err = nb_core_init(&srv->cm.core, sh);
+	if (err)
+		goto fail;
 	for (int i = 0; i < cfg->threads; i++) {
 		srv->w[i] = worker_new(sh, i);
 		if (!srv->w[i]) {
 			err = -errno;
 			goto fail;
 		}
+		srv->w[i]->committer = &srv->cm;
 		srv->n++;
 	}
 	for (int i = 0; i < cfg->n_listen; i++) {
@@ -550,9 +681,13 @@ fail:
 
 int nb_server_start(struct nb_server *srv)
 {
-	for (int i = 0; i < srv->n; i++) {
-		int err = pthread_create(&srv->w[i]->thread, NULL, worker_main, srv->w[i]);
+	int err = pthread_create(&srv->cm.thread, NULL, committer_main, &srv->cm);
 
+	if (err)
+		return -err;
+	srv->cm.running = true;
+	for (int i = 0; i < srv->n; i++) {
+		err = pthread_create(&srv->w[i]->thread, NULL, worker_main, srv->w[i]);
 		if (err)
 			return -err;
 		srv->w[i]->running = true;
@@ -568,6 +703,15 @@ void nb_server_stop(struct nb_server *srv)
 			pthread_join(srv->w[i]->thread, NULL);
 			srv->w[i]->running = false;
 		}
+	/* after the workers: it drains what they queued (their loops no longer run) */
+	if (srv->cm.running) {
+		pthread_mutex_lock(&srv->cm.lock);
+		srv->cm.stop = true;
+		pthread_cond_signal(&srv->cm.cond);
+		pthread_mutex_unlock(&srv->cm.lock);
+		pthread_join(srv->cm.thread, NULL);
+		srv->cm.running = false;
+	}
 }
 
 void nb_server_free(struct nb_server *srv)
@@ -577,5 +721,10 @@ void nb_server_free(struct nb_server *srv)
 	nb_server_stop(srv);
 	for (int i = 0; i < srv->n; i++)
 		worker_free(srv->w[i]);
+	if (srv->cm_init) {
+		nb_core_fini(&srv->cm.core);
+		pthread_mutex_destroy(&srv->cm.lock);
+		pthread_cond_destroy(&srv->cm.cond);
+	}
 	free(srv);
 }

@@ -253,7 +253,7 @@ int main(int argc, char **argv)
 	/* a PUT pass signs count requests up front; a GET pass cycles through prebuilt ones */
 	count = opt.count ? opt.count : put ? 20000 : 0;
 	if (!count)
-		count = (unsigned long)(opt.duration * 100000); /* upper bound for a GET run */
+		count = (unsigned long)(opt.duration * 1000000); /* upper bound for a GET run */
 	if (put && count < opt.names)
 		count = opt.names;
 	count0 = count;
