@@ -29,7 +29,7 @@ extern "C" {
 #define WARP_NAME_VALUE_MAX   1024 /* bytes of value (a node address blob) */
 #define WARP_NAME_FQ_MAX      63   /* characters of a canonical name, TLD included */
 #define WARP_NAME_TLD_DEFAULT "p2p"
-#define WARP_NAME_PORT        5300 /* default namebumpd port (UDP and TCP) */
+#define WARP_NAME_PORT	      5300 /* default namebumpd port (UDP and TCP) */
 #define WARP_NAME_LOCAL_PORT  5380 /* default local-link multicast port */
 
 /* What a PUT does when the quota of the sender's address is full. */
@@ -44,32 +44,32 @@ enum warp_name_bump {
 #define WARP_NAME_SRC_LOCAL (-2) /* the local link (multicast) */
 
 struct warp_name_result {
-	int err;           /* 0, or a negative errno / -WARP_E* */
-	int server;        /* index in add order of the server that answered, or WARP_NAME_SRC_* */
-	char server_addr[64]; /* "host:port" of that server, "local" for the link */
+	int err;    /* 0, or a negative errno / -WARP_E* */
+	int server; /* index in add order of the server that answered, or WARP_NAME_SRC_* */
+	char server_addr[64];		 /* "host:port" of that server, "local" for the link */
 	char name[WARP_NAME_FQ_MAX + 1]; /* canonical name */
-	bool found;        /* GET: a live record was returned */
-	bool deleted;      /* GET: the owner deleted it (tombstone) */
-	bool stored;       /* PUT/DEL: the record is stored on at least one server */
-	unsigned int n_ok; /* servers that accepted (PUT/DEL) */
-	unsigned int n_err; /* servers that refused or did not answer */
+	bool found;			 /* GET: a live record was returned */
+	bool deleted;			 /* GET: the owner deleted it (tombstone) */
+	bool stored;			 /* PUT/DEL: the record is stored on at least one server */
+	unsigned int n_ok;		 /* servers that accepted (PUT/DEL) */
+	unsigned int n_err;		 /* servers that refused or did not answer */
 	uint8_t value[WARP_NAME_VALUE_MAX];
 	size_t value_len;
 	uint8_t owner[WARP_PUBKEY_LEN]; /* the key to expect when connecting to this peer */
-	uint64_t updated_ms; /* the owner's timestamp, ms since the Unix epoch */
+	uint64_t updated_ms;		/* the owner's timestamp, ms since the Unix epoch */
 };
 
 typedef void (*warp_name_cb)(const struct warp_name_result *res, void *user);
 
 struct warp_name_client_opts {
-	const char *tld;          /* appended to names without one; NULL: "p2p" */
-	unsigned int timeout_ms;  /* whole operation; 0: 3000 */
-	unsigned int retry_ms;    /* first retransmission; doubles; 0: 200 */
-	unsigned int get_pad;     /* pad GET datagrams to this size (replies never exceed the
+	const char *tld;	 /* appended to names without one; NULL: "p2p" */
+	unsigned int timeout_ms; /* whole operation; 0: 3000 */
+	unsigned int retry_ms;	 /* first retransmission; doubles; 0: 200 */
+	unsigned int get_pad;	 /* pad GET datagrams to this size (replies never exceed the
 				   * request); 0: 1024 */
-	int local;                /* local-link lookups: -1 off, 1 on, 0 auto (on when no server) */
-	bool seal;                /* encrypt requests to servers with a pinned key */
-	int64_t clock_offset_ms;  /* added to the wall clock for `updated` (an NTP correction) */
+	int local;		 /* local-link lookups: -1 off, 1 on, 0 auto (on when no server) */
+	bool seal;		 /* encrypt requests to servers with a pinned key */
+	int64_t clock_offset_ms; /* added to the wall clock for `updated` (an NTP correction) */
 	/* Local link: group addresses and port, NULL/0 for the defaults
 	 * (239.255.82.80 and ff02::5750, port 5380).  Tests use unicast loopback here. */
 	const char *local_group4;
@@ -99,15 +99,14 @@ int warp_name_put(struct warp_name_client *c, const struct warp_identity *id, co
 /* First verified live record from any server or the local link wins. */
 int warp_name_get(struct warp_name_client *c, const char *name, warp_name_cb cb, void *user);
 /* Leaves a signed tombstone so an older PUT cannot bring the name back. */
-int warp_name_delete(struct warp_name_client *c, const struct warp_identity *id,
-		     const char *name, warp_name_cb cb, void *user);
+int warp_name_delete(struct warp_name_client *c, const struct warp_identity *id, const char *name,
+		     warp_name_cb cb, void *user);
 
 /* Blocking wrappers: run the loop until the operation completes; return res->err. */
-int warp_name_put_sync(struct warp_name_client *c, const struct warp_identity *id,
-		       const char *name, const void *value, size_t len, enum warp_name_bump bump,
+int warp_name_put_sync(struct warp_name_client *c, const struct warp_identity *id, const char *name,
+		       const void *value, size_t len, enum warp_name_bump bump,
 		       struct warp_name_result *res);
-int warp_name_get_sync(struct warp_name_client *c, const char *name,
-		       struct warp_name_result *res);
+int warp_name_get_sync(struct warp_name_client *c, const char *name, struct warp_name_result *res);
 int warp_name_delete_sync(struct warp_name_client *c, const struct warp_identity *id,
 			  const char *name, struct warp_name_result *res);
 
@@ -117,8 +116,7 @@ int warp_name_delete_sync(struct warp_name_client *c, const struct warp_identity
  * Same as warp_name_get() but also answers -WARP_ENONAMESERVER when neither a server nor the
  * local link is available.
  */
-int warp_name_resolve(struct warp_name_client *c, const char *name, warp_name_cb cb,
-		      void *user);
+int warp_name_resolve(struct warp_name_client *c, const char *name, warp_name_cb cb, void *user);
 
 /* Canonical form: lowercase, trailing dot dropped, tld appended when absent (NULL: "p2p").
  * Labels are [a-z0-9-] (no leading/trailing '-'), the whole name at most 63 characters. */

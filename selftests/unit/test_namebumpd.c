@@ -35,7 +35,7 @@
 #include "name/proto.h"
 
 #define HOUR_MS (3600ull * 1000)
-#define DAY_MS  (24 * HOUR_MS)
+#define DAY_MS	(24 * HOUR_MS)
 
 struct srv {
 	char dir[64], db[96], key[96], log[96], cfg[96];
@@ -54,7 +54,7 @@ static uint16_t free_port(int family)
 {
 	for (int i = 0; i < 50; i++) {
 		uint16_t port = (uint16_t)(20000 + warp_random_uniform(40000));
-		struct sockaddr_storage ss = { 0 };
+		struct sockaddr_storage ss = {0};
 		int u = socket(family, SOCK_DGRAM, 0), t = socket(family, SOCK_STREAM, 0), ok;
 		socklen_t len;
 
@@ -73,7 +73,8 @@ static uint16_t free_port(int family)
 			a->sin6_addr = in6addr_loopback;
 			len = sizeof(*a);
 		}
-		ok = bind(u, (struct sockaddr *)&ss, len) == 0 && bind(t, (struct sockaddr *)&ss, len) == 0;
+		ok = bind(u, (struct sockaddr *)&ss, len) == 0 &&
+		     bind(t, (struct sockaddr *)&ss, len) == 0;
 		close(u);
 		close(t);
 		if (ok)
@@ -149,7 +150,7 @@ static int server_stop(int sig)
 
 static struct warp_name_client *client(bool pin, bool seal)
 {
-	struct warp_name_client_opts o = { 0 };
+	struct warp_name_client_opts o = {0};
 	struct warp_name_client *c;
 	char spec[64];
 
@@ -224,7 +225,7 @@ static int teardown(void **state)
 static int raw_sock(void)
 {
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	struct timeval tv = { 0, 300000 };
+	struct timeval tv = {0, 300000};
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
@@ -233,7 +234,7 @@ static int raw_sock(void)
 /* Sends buf; returns the reply length (0: none) and the parsed reply. */
 static size_t raw_exchange(int fd, const void *buf, size_t len, struct wn_reply *rep)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(S.port) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(S.port)};
 	static uint8_t in[WN_MAX_PACKET];
 	struct wn_auth auth;
 	size_t body;
@@ -254,16 +255,15 @@ static size_t raw_exchange(int fd, const void *buf, size_t len, struct wn_reply 
 static int raw_put(int fd, const struct warp_identity *id, const char *name, const char *value,
 		   uint64_t updated, uint8_t *pkt, size_t *pkt_len)
 {
-	struct wn_request req = { 0 };
+	struct wn_request req = {0};
 	struct wn_reply rep;
 	uint8_t buf[WN_MAX_PACKET];
 	int n;
 
 	req.type = WN_T_PUT;
 	warp_random(&req.id, sizeof(req.id));
-	assert_int_equal(wn_record_make(&req.rec, id, WN_REC_LIVE, name, value, strlen(value),
-					updated),
-			 0);
+	assert_int_equal(
+		wn_record_make(&req.rec, id, WN_REC_LIVE, name, value, strlen(value), updated), 0);
 	n = wn_request_encode(&req, buf, sizeof(buf), 0);
 	assert_true(n > 0);
 	if (pkt) {
@@ -293,9 +293,9 @@ static void test_put_get_read_your_writes(void **state)
 	write_config("{\"rate\": 0}\n");
 	server_start();
 	c = client(true, false);
-	assert_int_equal(warp_name_put_sync(c, alice_key, "Alice", addr, sizeof(addr),
-					    WARP_NAME_BUMP, &r),
-			 0);
+	assert_int_equal(
+		warp_name_put_sync(c, alice_key, "Alice", addr, sizeof(addr), WARP_NAME_BUMP, &r),
+		0);
 	assert_true(r.stored);
 	assert_int_equal(r.server, 0);
 	assert_int_equal(r.n_ok, 1);
@@ -354,10 +354,8 @@ static void test_replay_and_window(void **state)
 	assert_int_equal(raw_put(fd, alice_key, "carol.p2p", "three", t + 5, NULL, NULL),
 			 WN_REPLAY);
 	/* outside the clock window, either way */
-	assert_int_equal(raw_put(fd, alice_key, "dave.p2p", "x", t - 120000, NULL, NULL),
-			 WN_STALE);
-	assert_int_equal(raw_put(fd, alice_key, "dave.p2p", "x", t + 120000, NULL, NULL),
-			 WN_STALE);
+	assert_int_equal(raw_put(fd, alice_key, "dave.p2p", "x", t - 120000, NULL, NULL), WN_STALE);
+	assert_int_equal(raw_put(fd, alice_key, "dave.p2p", "x", t + 120000, NULL, NULL), WN_STALE);
 	close(fd);
 }
 
@@ -396,7 +394,7 @@ static void test_malformed(void **state)
 	int fd = raw_sock();
 	uint8_t buf[400], pkt[WN_MAX_PACKET];
 	struct wn_reply rep;
-	struct wn_request req = { 0 };
+	struct wn_request req = {0};
 	size_t len;
 	int n;
 
@@ -439,9 +437,8 @@ static void test_malformed(void **state)
 	assert_int_equal(rep.status, WN_MALFORMED);
 	/* PUT: bad signature, oversized value, trailing bytes */
 	req.type = WN_T_PUT;
-	assert_int_equal(wn_record_make(&req.rec, alice_key, WN_REC_LIVE, "frank.p2p", "v", 1,
-					now_ms()),
-			 0);
+	assert_int_equal(
+		wn_record_make(&req.rec, alice_key, WN_REC_LIVE, "frank.p2p", "v", 1, now_ms()), 0);
 	req.rec.sig[5] ^= 1;
 	n = wn_request_encode(&req, pkt, sizeof(pkt), 0);
 	assert_true(raw_exchange(fd, pkt, (size_t)n, &rep) > 0);
@@ -481,9 +478,9 @@ static void test_tcp_for_large_values(void **state)
 	uint8_t big[WARP_NAME_VALUE_MAX];
 
 	warp_random(big, sizeof(big));
-	assert_int_equal(warp_name_put_sync(c, alice_key, "bigvalue", big, sizeof(big),
-					    WARP_NAME_BUMP, &r),
-			 0);
+	assert_int_equal(
+		warp_name_put_sync(c, alice_key, "bigvalue", big, sizeof(big), WARP_NAME_BUMP, &r),
+		0);
 	/* the answer does not fit the padded GET: TRUNCATED over UDP, then TCP */
 	assert_int_equal(warp_name_get_sync(c, "bigvalue", &r), 0);
 	assert_int_equal(r.value_len, sizeof(big));
@@ -497,13 +494,12 @@ static void test_tcp_for_large_values(void **state)
 static void test_sealed_and_pinning(void **state)
 {
 	struct warp_name_client *c = client(true, true);
-	struct warp_name_client_opts o = { 0 };
+	struct warp_name_client_opts o = {0};
 	struct warp_name_result r;
 	uint8_t wrong[WARP_PUBKEY_LEN];
 	char spec[64];
 
-	assert_int_equal(warp_name_put_sync(c, alice_key, "sealed", "s", 1, WARP_NAME_BUMP, &r),
-			 0);
+	assert_int_equal(warp_name_put_sync(c, alice_key, "sealed", "s", 1, WARP_NAME_BUMP, &r), 0);
 	assert_int_equal(warp_name_get_sync(c, "sealed", &r), 0);
 	assert_int_equal(r.value[0], 's');
 	warp_name_client_free(c);
@@ -520,7 +516,7 @@ static void test_sealed_and_pinning(void **state)
 
 static void test_several_servers(void **state)
 {
-	struct warp_name_client_opts o = { 0 };
+	struct warp_name_client_opts o = {0};
 	struct warp_name_client *c;
 	struct warp_name_result r;
 	char spec[96];
@@ -658,7 +654,7 @@ static void test_quotas_and_bumping(void **state)
 /* IPv6 /128 bucket over ::1 (the /64 and /48 buckets: test_namebumpd_core). */
 static void test_ipv6_quota(void **state)
 {
-	struct warp_name_client_opts o = { 0 };
+	struct warp_name_client_opts o = {0};
 	struct warp_name_client *c;
 	struct warp_name_result r;
 	char spec[64];
@@ -682,7 +678,7 @@ static void test_ipv6_quota(void **state)
 static void test_rate_limit(void **state)
 {
 	int fd = raw_sock();
-	struct wn_request req = { 0 };
+	struct wn_request req = {0};
 	struct wn_reply rep;
 	uint8_t pkt[WN_MAX_PACKET];
 	int n, limited = 0, ok = 0;

@@ -90,7 +90,7 @@ static int run(const char *from, uint8_t type, const char *name, uint8_t bump, u
 {
 	static struct nb_slot slot;
 	static uint8_t pkt[WN_MAX_PACKET];
-	struct wn_request req = { 0 };
+	struct wn_request req = {0};
 	struct wn_reply rep;
 	struct wn_auth auth;
 	size_t body;
@@ -187,7 +187,7 @@ static void test_tombstone_and_batch(void **state)
 	uint64_t t = now_ms();
 	struct nb_slot *slots = calloc(3, sizeof(*slots));
 	uint8_t pkts[3][WN_MAX_PACKET];
-	uint64_t ups[3] = { t + 10, t + 20, t + 15 };
+	uint64_t ups[3] = {t + 10, t + 20, t + 15};
 
 	assert_int_equal(run("192.0.2.9", WN_T_DEL, "nobody.p2p", 0, t), WN_NOT_FOUND);
 	assert_int_equal(run("192.0.2.9", WN_T_PUT, "tomb.p2p", 0, t), WN_OK);
@@ -196,12 +196,12 @@ static void test_tombstone_and_batch(void **state)
 	assert_int_equal(run("::1", WN_T_GET, "tomb.p2p", 0, 0), WN_NOT_FOUND);
 	/* three writes of one name in one batch: in order, the third older than the second */
 	for (int i = 0; i < 3; i++) {
-		struct wn_request req = { .type = WN_T_PUT, .id = (uint64_t)i };
+		struct wn_request req = {.type = WN_T_PUT, .id = (uint64_t)i};
 		int n;
 
-		assert_int_equal(wn_record_make(&req.rec, owner, WN_REC_LIVE, "batch.p2p", "b", 1,
-						ups[i]),
-				 0);
+		assert_int_equal(
+			wn_record_make(&req.rec, owner, WN_REC_LIVE, "batch.p2p", "b", 1, ups[i]),
+			0);
 		n = wn_request_encode(&req, pkts[i], WN_MAX_PACKET, 0);
 		slots[i].in = pkts[i];
 		slots[i].in_len = (size_t)n;
@@ -214,8 +214,8 @@ static void test_tombstone_and_batch(void **state)
 		size_t body;
 
 		assert_true(slots[i].send);
-		assert_int_equal(wn_reply_decode(slots[i].out, slots[i].out_len, &rep, &body, &auth),
-				 0);
+		assert_int_equal(
+			wn_reply_decode(slots[i].out, slots[i].out_len, &rep, &body, &auth), 0);
 		assert_int_equal(auth.depth, 2); /* three replies under one signature */
 		assert_int_equal(wn_reply_verify(slots[i].out, body, &auth), 0);
 		assert_int_equal(rep.status, i < 2 ? WN_OK : WN_REPLAY);
@@ -235,14 +235,15 @@ static void test_migration_and_version(void **state)
 	snprintf(path, sizeof(path), "%s/v1.db", dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, migrations[0], NULL, NULL, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db,
-				      "INSERT INTO names VALUES ('x.p2p', 1, x'00', zeroblob(33), 1,"
-				      " zeroblob(64), 1, 1, 4, 3221225985, NULL, NULL, NULL);"
-				      "INSERT INTO names VALUES ('y.p2p', 1, x'00', zeroblob(33), 1,"
-				      " zeroblob(64), 1, 1, 4, 3221225985, NULL, NULL, NULL);"
-				      "PRAGMA user_version = 1;",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(db,
+			     "INSERT INTO names VALUES ('x.p2p', 1, x'00', zeroblob(33), 1,"
+			     " zeroblob(64), 1, 1, 4, 3221225985, NULL, NULL, NULL);"
+			     "INSERT INTO names VALUES ('y.p2p', 1, x'00', zeroblob(33), 1,"
+			     " zeroblob(64), 1, 1, 4, 3221225985, NULL, NULL, NULL);"
+			     "PRAGMA user_version = 1;",
+			     NULL, NULL, NULL),
+		SQLITE_OK);
 	sqlite3_close(db);
 	s = nb_store_sqlite.open(path, true);
 	assert_non_null(s);

@@ -132,9 +132,25 @@ static int get_strs(json_t *root, const char *key, char *out, size_t each, int m
 }
 
 static const char *const known_keys[] = {
-	"listen", "db", "key", "threads", "clock_window_s", "lifetime_s", "min_age_s",
-	"quota_v4", "quota_v6_128", "quota_v6_64", "quota_v6_48", "rate", "burst", "tlds",
-	"sync", "allow_sealed", "batch_max", "gc_interval_s", "test_clock_offset_ms",
+	"listen",
+	"db",
+	"key",
+	"threads",
+	"clock_window_s",
+	"lifetime_s",
+	"min_age_s",
+	"quota_v4",
+	"quota_v6_128",
+	"quota_v6_64",
+	"quota_v6_48",
+	"rate",
+	"burst",
+	"tlds",
+	"sync",
+	"allow_sealed",
+	"batch_max",
+	"gc_interval_s",
+	"test_clock_offset_ms",
 };
 
 int nb_config_load(struct nb_config *cfg, const char *path)
@@ -170,8 +186,7 @@ int nb_config_load(struct nb_config *cfg, const char *path)
 	if (get_strs(root, "listen", &cfg->listen[0][0], sizeof(cfg->listen[0]), NB_MAX_LISTEN,
 		     &cfg->n_listen) ||
 	    get_str(root, "db", cfg->db, sizeof(cfg->db)) ||
-	    get_str(root, "key", cfg->key, sizeof(cfg->key)) ||
-	    get_u64(root, "threads", &u, 1) ||
+	    get_str(root, "key", cfg->key, sizeof(cfg->key)) || get_u64(root, "threads", &u, 1) ||
 	    get_u64(root, "clock_window_s", &cfg->window_ms, 1000) ||
 	    get_u64(root, "lifetime_s", &cfg->lifetime_ms, 1000) ||
 	    get_u64(root, "min_age_s", &cfg->min_age_ms, 1000) ||

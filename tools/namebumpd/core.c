@@ -84,7 +84,8 @@ static bool same_bucket(const struct nb_ip *a, const struct nb_ip *b, enum nb_bu
 static bool identical(const struct wn_record *a, const struct wn_record *b)
 {
 	return a->kind == b->kind && a->updated == b->updated &&
-	       !memcmp(a->sig, b->sig, WARP_SIG_LEN) && !memcmp(a->owner, b->owner, WARP_PUBKEY_LEN);
+	       !memcmp(a->sig, b->sig, WARP_SIG_LEN) &&
+	       !memcmp(a->owner, b->owner, WARP_PUBKEY_LEN);
 }
 
 static bool hard_expired(const struct nb_config *cfg, const struct nb_row *row, uint64_t now)
@@ -184,8 +185,8 @@ static int buckets_of(const struct nb_ip *ip, enum nb_bucket out[3])
  * Makes room in every bucket of s->src for one more name.  Returns 0 with *status WN_OK when
  * there is room, 0 with another status when the write must be refused, or a storage error.
  */
-static int make_room(struct nb_core *c, struct nb_slot *s, const struct nb_row *old,
-		     uint64_t now, uint8_t *status)
+static int make_room(struct nb_core *c, struct nb_slot *s, const struct nb_row *old, uint64_t now,
+		     uint8_t *status)
 {
 	const struct nb_config *cfg = c->sh->cfg;
 	const struct nb_store_ops *ops = c->sh->ops;
@@ -400,8 +401,7 @@ static void prepare(struct nb_core *c, struct nb_slot *s, uint64_t now)
 			return;
 		}
 		NB_STAT_ADD(c->sh, sealed, 1);
-		n = wn_open_request(c->sh->key, pkt, len, s->reply_key, s->inner,
-				    sizeof(s->inner));
+		n = wn_open_request(c->sh->key, pkt, len, s->reply_key, s->inner, sizeof(s->inner));
 		if (n < 0) {
 			reply(s, WN_BAD_SEAL, (uint32_t)-n);
 			return;
@@ -527,7 +527,7 @@ void nb_core_finish(struct nb_core *c, struct nb_batch *b)
 
 void nb_core_run(struct nb_core *c, struct nb_slot *slots, size_t n)
 {
-	struct nb_batch b = { .slots = slots, .n = n };
+	struct nb_batch b = {.slots = slots, .n = n};
 	struct nb_batch *bp = &b;
 
 	if (nb_core_prepare(c, &b))

@@ -30,18 +30,18 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{ "listen", required_argument, NULL, 'l' },
-	{ "db", required_argument, NULL, 'd' },
-	{ "key", required_argument, NULL, 'k' },
-	{ "config", required_argument, NULL, 'c' },
-	{ "threads", required_argument, NULL, 't' },
-	{ "print-key", no_argument, NULL, OPT_PRINT_KEY },
-	{ "rate", required_argument, NULL, OPT_RATE },
-	{ "log-level", required_argument, NULL, OPT_LOG },
-	{ "test-clock-offset", required_argument, NULL, OPT_CLOCK_OFFSET },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
+	{"listen", required_argument, NULL, 'l'},
+	{"db", required_argument, NULL, 'd'},
+	{"key", required_argument, NULL, 'k'},
+	{"config", required_argument, NULL, 'c'},
+	{"threads", required_argument, NULL, 't'},
+	{"print-key", no_argument, NULL, OPT_PRINT_KEY},
+	{"rate", required_argument, NULL, OPT_RATE},
+	{"log-level", required_argument, NULL, OPT_LOG},
+	{"test-clock-offset", required_argument, NULL, OPT_CLOCK_OFFSET},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static void usage(FILE *f)
@@ -51,11 +51,13 @@ static void usage(FILE *f)
 		"  -l, --listen HOST:PORT  UDP and TCP address to serve (repeatable;\n"
 		"                          default 0.0.0.0:%d and [::]:%d)\n"
 		"  -d, --db PATH           SQLite database (default namebumpd.db)\n"
-		"  -k, --key PATH          server key, created 0600 if missing (default namebumpd.key)\n"
+		"  -k, --key PATH          server key, created 0600 if missing (default "
+		"namebumpd.key)\n"
 		"      --print-key         print the server public key (hex) and exit\n"
 		"  -c, --config FILE       JSON configuration (see namebumpd(8))\n"
 		"  -t, --threads N         worker threads (default 2)\n"
-		"      --rate R            requests per second per IPv4 address or IPv6 /64 (0: off)\n"
+		"      --rate R            requests per second per IPv4 address or IPv6 /64 (0: "
+		"off)\n"
 		"      --log-level LEVEL   debug, info, warn, error\n"
 		"      --version\n"
 		"  -h, --help\n",
@@ -83,15 +85,15 @@ static void log_stats(const struct nb_shared *sh)
 		"truncated %lu dropped %lu bumped %lu sealed %lu verify %lu batches %lu",
 		(unsigned long)s->rx, (unsigned long)s->tx, (unsigned long)s->get,
 		(unsigned long)s->put, (unsigned long)s->del, (unsigned long)s->ok,
-		(unsigned long)s->err, (unsigned long)s->rate_limited,
-		(unsigned long)s->truncated, (unsigned long)s->dropped, (unsigned long)s->bumped,
-		(unsigned long)s->sealed, (unsigned long)s->verify, (unsigned long)s->batches);
+		(unsigned long)s->err, (unsigned long)s->rate_limited, (unsigned long)s->truncated,
+		(unsigned long)s->dropped, (unsigned long)s->bumped, (unsigned long)s->sealed,
+		(unsigned long)s->verify, (unsigned long)s->batches);
 }
 
 int main(int argc, char **argv)
 {
 	static struct nb_config cfg;
-	struct nb_shared sh = { 0 };
+	struct nb_shared sh = {0};
 	struct nb_server *srv = NULL;
 	const char *config = NULL;
 	bool print_key = false, listen_cli = false, created;

@@ -13,8 +13,8 @@
 #include "name/proto.h"
 #include "store.h"
 
-#define NB_MAX_LISTEN 8
-#define NB_MAX_TLDS   8
+#define NB_MAX_LISTEN  8
+#define NB_MAX_TLDS    8
 #define NB_MAX_THREADS 16
 
 struct nb_config {
@@ -27,14 +27,14 @@ struct nb_config {
 	uint64_t lifetime_ms; /* a name unrefreshed this long is gone */
 	uint64_t min_age_ms;  /* never bumpable before this age */
 	uint32_t quota[NB_B_MAX];
-	double rate;          /* tokens per second per IPv4 address / IPv6 /64; 0: off */
+	double rate; /* tokens per second per IPv4 address / IPv6 /64; 0: off */
 	double burst;
 	char tlds[NB_MAX_TLDS][16];
 	int n_tlds;
 	int64_t clock_offset_ms; /* testing only: shifts the server's wall clock */
 	bool sync_full;
 	bool allow_sealed;
-	unsigned int batch_max;  /* replies per signature */
+	unsigned int batch_max; /* replies per signature */
 	unsigned int gc_interval_ms;
 };
 
@@ -60,8 +60,8 @@ void nb_vcache_free(struct nb_vcache *vc);
 int nb_vcache_verify_record(struct nb_vcache *vc, const struct wn_record *rec);
 
 struct nb_stats {
-	uint64_t rx, tx, get, put, del, ok, err, dropped, rate_limited, truncated, bumped,
-		sealed, batches, verify;
+	uint64_t rx, tx, get, put, del, ok, err, dropped, rate_limited, truncated, bumped, sealed,
+		batches, verify;
 };
 
 struct nb_shared {
@@ -71,7 +71,7 @@ struct nb_shared {
 	struct wn_signer signer;    /* signs reply batches with key */
 	pthread_mutex_t write_lock; /* one writer at a time, without SQLite's busy sleeps */
 	struct nb_ratelimit *rl;
-	struct nb_stats stats;      /* updated with atomics */
+	struct nb_stats stats; /* updated with atomics */
 };
 
 struct nb_core {
@@ -86,7 +86,7 @@ struct nb_slot {
 	const uint8_t *in;
 	size_t in_len;
 	struct nb_ip src;
-	bool udp;              /* replies must not be larger than the request */
+	bool udp; /* replies must not be larger than the request */
 	uint8_t out[WN_MAX_PACKET];
 	size_t out_len;
 	bool send;

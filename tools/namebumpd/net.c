@@ -90,7 +90,7 @@ int nb_parse_hostport(const char *spec, uint16_t default_port, struct sockaddr_s
 {
 	char host[80], port[8];
 	const char *colon;
-	struct addrinfo hints = { 0 }, *ai = NULL;
+	struct addrinfo hints = {0}, *ai = NULL;
 	size_t hl;
 	int rc;
 
@@ -457,8 +457,8 @@ static void tcp_accept(struct warp_loop *loop, int fd, unsigned int events, void
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		int one = 1, cfd = accept4(fd, (struct sockaddr *)&ss, &len,
-					   SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int one = 1,
+		    cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct tcp_conn *c;
 
 		if (cfd < 0)
@@ -615,7 +615,8 @@ static int bind_all(struct nb_server *srv, const char *spec)
 
 				w->n = slot + 1;
 				warp_loop_add_fd(w->loop, w->udp[slot], WARP_EV_READ, udp_read, w);
-				warp_loop_add_fd(w->loop, w->tcp[slot], WARP_EV_READ, tcp_accept, w);
+				warp_loop_add_fd(w->loop, w->tcp[slot], WARP_EV_READ, tcp_accept,
+						 w);
 			}
 			if (ss.ss_family == AF_INET)
 				inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, text,

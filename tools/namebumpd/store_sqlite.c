@@ -21,13 +21,14 @@
 
 #define SCHEMA_VERSION 2
 
-#define BCOUNT_INC1(c, col)                                                                         \
-	" INSERT INTO bcount (col, k, n) SELECT " #c ", NEW." col ", 1 WHERE NEW." col " IS NOT NULL" \
+#define BCOUNT_INC1(c, col)                                                            \
+	" INSERT INTO bcount (col, k, n) SELECT " #c ", NEW." col ", 1 WHERE NEW." col \
+	" IS NOT NULL"                                                                 \
 	" ON CONFLICT (col, k) DO UPDATE SET n = n + 1;"
 #define BCOUNT_DEC1(c, col) " UPDATE bcount SET n = n - 1 WHERE col = " #c " AND k = OLD." col ";"
-#define BCOUNT_INC                                                                                 \
+#define BCOUNT_INC \
 	BCOUNT_INC1(0, "b32") BCOUNT_INC1(1, "b128") BCOUNT_INC1(2, "b64") BCOUNT_INC1(3, "b48")
-#define BCOUNT_DEC                                                                                 \
+#define BCOUNT_DEC \
 	BCOUNT_DEC1(0, "b32") BCOUNT_DEC1(1, "b128") BCOUNT_DEC1(2, "b64") BCOUNT_DEC1(3, "b48")
 
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -62,18 +63,13 @@ static const char *const migrations[SCHEMA_VERSION] = {
 	" GROUP BY b128;"
 	"INSERT INTO bcount SELECT 2, b64, COUNT(*) FROM names WHERE b64 IS NOT NULL GROUP BY b64;"
 	"INSERT INTO bcount SELECT 3, b48, COUNT(*) FROM names WHERE b48 IS NOT NULL GROUP BY b48;"
-	"CREATE TRIGGER names_ins AFTER INSERT ON names BEGIN"
-	BCOUNT_INC
-	" END;"
-	"CREATE TRIGGER names_del AFTER DELETE ON names BEGIN"
-	BCOUNT_DEC
-	" END;"
-	"CREATE TRIGGER names_upd AFTER UPDATE OF b32, b48, b64, b128 ON names BEGIN"
-	BCOUNT_DEC BCOUNT_INC
-	" END;",
+	"CREATE TRIGGER names_ins AFTER INSERT ON names BEGIN" BCOUNT_INC " END;"
+	"CREATE TRIGGER names_del AFTER DELETE ON names BEGIN" BCOUNT_DEC " END;"
+	"CREATE TRIGGER names_upd AFTER UPDATE OF b32, b48, b64, b128 ON names BEGIN" BCOUNT_DEC
+		BCOUNT_INC " END;",
 };
 
-static const char *const bucket_col[NB_B_MAX] = { "b32", "b128", "b64", "b48" };
+static const char *const bucket_col[NB_B_MAX] = {"b32", "b128", "b64", "b48"};
 
 enum {
 	ST_GET,
@@ -202,9 +198,10 @@ static struct nb_store *sq_open(const char *path, bool sync_full)
 		goto fail;
 	err = EIO;
 	if (sq_prepare(s, ST_GET,
-		    "SELECT kind, value, owner, updated, sig, refreshed, expires, af, b32, b128"
-		    " FROM names WHERE name = ?1") ||
-	    sq_prepare(s, ST_UPSERT,
+		       "SELECT kind, value, owner, updated, sig, refreshed, expires, af, b32, b128"
+		       " FROM names WHERE name = ?1") ||
+	    sq_prepare(
+		    s, ST_UPSERT,
 		    "INSERT INTO names (name, kind, value, owner, updated, sig,"
 		    " refreshed, expires, af, b32, b48, b64, b128)"
 		    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"

@@ -32,7 +32,7 @@
 #include "name/proto.h"
 
 #define MAX_SOCKS 16
-#define LOST_MS   1000
+#define LOST_MS	  1000
 
 struct pkt {
 	uint8_t *buf;
@@ -41,7 +41,7 @@ struct pkt {
 
 struct inflight {
 	bool used;
-	uint32_t req;    /* index into the request list */
+	uint32_t req; /* index into the request list */
 	uint64_t sent_ns;
 	int sock;
 };
@@ -137,8 +137,8 @@ static int build_puts(struct pkt *pkts, unsigned long count)
 		wn_signer_init(&signers[i], keys[i]);
 	}
 	for (unsigned int t = 0; t < nt; t++) {
-		jobs[t] = (struct sign_job){ pkts, keys, signers, count * t / nt,
-					     count * (t + 1) / nt, base, 0 };
+		jobs[t] = (struct sign_job){
+			pkts, keys, signers, count * t / nt, count * (t + 1) / nt, base, 0};
 		pthread_create(&th[t], NULL, sign_range, &jobs[t]);
 	}
 	for (unsigned int t = 0; t < nt; t++) {
@@ -158,7 +158,7 @@ static int build_puts(struct pkt *pkts, unsigned long count)
 static int build_gets(struct pkt *pkts, unsigned long count)
 {
 	for (unsigned long i = 0; i < count; i++) {
-		struct wn_request req = { 0 };
+		struct wn_request req = {0};
 		uint8_t buf[WN_MAX_PACKET];
 		int n;
 
@@ -186,20 +186,20 @@ static int cmp_u32(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "server", required_argument, NULL, 's' },
-		{ "op", required_argument, NULL, 'o' },
-		{ "count", required_argument, NULL, 'n' },
-		{ "duration", required_argument, NULL, 'd' },
-		{ "names", required_argument, NULL, 'N' },
-		{ "window", required_argument, NULL, 'w' },
-		{ "sockets", required_argument, NULL, 'S' },
-		{ "value-size", required_argument, NULL, 'v' },
-		{ "pad", required_argument, NULL, 'p' },
-		{ "prefix", required_argument, NULL, 'P' },
-		{ "sign-threads", required_argument, NULL, 't' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{"server", required_argument, NULL, 's'},
+		{"op", required_argument, NULL, 'o'},
+		{"count", required_argument, NULL, 'n'},
+		{"duration", required_argument, NULL, 'd'},
+		{"names", required_argument, NULL, 'N'},
+		{"window", required_argument, NULL, 'w'},
+		{"sockets", required_argument, NULL, 'S'},
+		{"value-size", required_argument, NULL, 'v'},
+		{"pad", required_argument, NULL, 'p'},
+		{"prefix", required_argument, NULL, 'P'},
+		{"sign-threads", required_argument, NULL, 't'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	struct sockaddr_storage dst;
 	socklen_t dlen;
@@ -208,31 +208,58 @@ int main(int argc, char **argv)
 	struct inflight *fl;
 	uint32_t *lat;
 	unsigned long count, count0, next = 0, done = 0, ok = 0, errs = 0, lost = 0, timed = 0;
-	unsigned long status[WN_STATUS_MAX + 1] = { 0 };
+	unsigned long status[WN_STATUS_MAX + 1] = {0};
 	bool put;
 	uint64_t t0, t_end, last_sweep;
 	int err;
 
 	while ((c = getopt_long(argc, argv, "s:o:n:d:N:w:S:v:p:P:t:qh", lo, NULL)) != -1) {
 		switch (c) {
-		case 's': opt.server = optarg; break;
-		case 'o': opt.op = optarg; break;
-		case 'n': opt.count = strtoul(optarg, NULL, 10); break;
-		case 'd': opt.duration = strtod(optarg, NULL); break;
-		case 'N': opt.names = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'w': opt.window = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'S': opt.socks = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'v': opt.value_size = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'p': opt.pad = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'P': opt.prefix = optarg; break;
-		case 't': opt.threads = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'q': opt.quiet = true; break;
+		case 's':
+			opt.server = optarg;
+			break;
+		case 'o':
+			opt.op = optarg;
+			break;
+		case 'n':
+			opt.count = strtoul(optarg, NULL, 10);
+			break;
+		case 'd':
+			opt.duration = strtod(optarg, NULL);
+			break;
+		case 'N':
+			opt.names = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'w':
+			opt.window = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'S':
+			opt.socks = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'v':
+			opt.value_size = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'p':
+			opt.pad = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'P':
+			opt.prefix = optarg;
+			break;
+		case 't':
+			opt.threads = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'q':
+			opt.quiet = true;
+			break;
 		case 'h':
-			printf("usage: nbload --server HOST:PORT --op get|put [--count N | --duration S]\n"
-			       "  [--names N] [--window OUTSTANDING] [--sockets N] [--value-size B]\n"
+			printf("usage: nbload --server HOST:PORT --op get|put [--count N | "
+			       "--duration S]\n"
+			       "  [--names N] [--window OUTSTANDING] [--sockets N] [--value-size "
+			       "B]\n"
 			       "  [--pad BYTES] [--prefix P] [--sign-threads N] [--quiet]\n"
 			       "PUT packets are pre-signed (not timed); GETs ask for the names\n"
-			       "PREFIX0..PREFIX<N-1>.p2p, so run a PUT pass with the same --names first.\n");
+			       "PREFIX0..PREFIX<N-1>.p2p, so run a PUT pass with the same --names "
+			       "first.\n");
 			return 0;
 		default:
 			return 2;
@@ -318,7 +345,7 @@ int main(int argc, char **argv)
 		if (done >= count)
 			break;
 		for (unsigned int i = 0; i < opt.socks; i++)
-			pfd[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+			pfd[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
 		poll(pfd, opt.socks, 10);
 		for (unsigned int i = 0; i < opt.socks; i++) {
 			if (!(pfd[i].revents & POLLIN))
@@ -342,7 +369,8 @@ int main(int argc, char **argv)
 					ok++;
 				else
 					errs++;
-				lat[timed++] = (uint32_t)((warp_time_ns() - fl[slot].sent_ns) / 1000);
+				lat[timed++] =
+					(uint32_t)((warp_time_ns() - fl[slot].sent_ns) / 1000);
 				fl[slot].used = false;
 				done++;
 			}
@@ -365,12 +393,11 @@ int main(int argc, char **argv)
 		printf("%-4s %9lu req %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms  ok %lu  errors %lu"
 		       "  lost %lu\n",
 		       put ? "PUT" : "GET", done, (double)done / secs,
-		       timed ? lat[timed / 2] / 1000.0 : 0, timed ? lat[timed * 99 / 100] / 1000.0 : 0,
-		       ok, errs, lost);
+		       timed ? lat[timed / 2] / 1000.0 : 0,
+		       timed ? lat[timed * 99 / 100] / 1000.0 : 0, ok, errs, lost);
 		for (unsigned int s = 1; s <= WN_STATUS_MAX; s++)
 			if (status[s] && !opt.quiet)
-				fprintf(stderr, "nbload: %lu x %s\n", status[s],
-					wn_status_str(s));
+				fprintf(stderr, "nbload: %lu x %s\n", status[s], wn_status_str(s));
 	}
 	for (unsigned long i = 0; i < (put ? count0 : opt.names); i++)
 		free(pkts[i].buf);

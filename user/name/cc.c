@@ -127,8 +127,7 @@ static int encode(struct wn_cc_op *op, struct wn_cc_target *t, int server, size_
 	return 0;
 }
 
-int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now,
-	       struct wn_tx *tx)
+int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now, struct wn_tx *tx)
 {
 	if (op->done)
 		return 0;
@@ -157,7 +156,8 @@ int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now,
 			s->state = S_TCP_WAIT;
 		} else {
 			s->state = S_WAIT;
-			s->next = now + ((uint64_t)op->retry_ms << (s->attempts < 5 ? s->attempts : 5));
+			s->next = now +
+				  ((uint64_t)op->retry_ms << (s->attempts < 5 ? s->attempts : 5));
 			s->attempts++;
 		}
 		return 1;
@@ -243,8 +243,8 @@ static int input_local(struct wn_cc_op *op, const uint8_t *buf, size_t len, uint
 	return 0;
 }
 
-int wn_cc_input(struct wn_cc_op *op, struct wn_cc_target *targets, int server,
-		const uint8_t *buf, size_t len, uint64_t now)
+int wn_cc_input(struct wn_cc_op *op, struct wn_cc_target *targets, int server, const uint8_t *buf,
+		size_t len, uint64_t now)
 {
 	uint8_t inner[WN_MAX_PACKET];
 	struct wn_reply rep;

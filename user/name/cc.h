@@ -15,8 +15,8 @@
 #include "name/proto.h"
 
 #define WN_CC_MAX_SERVERS 8
-#define WN_CC_LOCAL       WN_CC_MAX_SERVERS /* slot of the local link */
-#define WN_CC_LOCAL_MS    800 /* how long a lookup waits for the link once servers are done */
+#define WN_CC_LOCAL	  WN_CC_MAX_SERVERS /* slot of the local link */
+#define WN_CC_LOCAL_MS	  800 /* how long a lookup waits for the link once servers are done */
 
 enum wn_tx_kind {
 	WN_TX_UDP,
@@ -49,8 +49,8 @@ struct wn_cc_srv {
 
 struct wn_cc_op {
 	struct wn_request req;
-	unsigned int n;    /* servers */
-	bool local;        /* race the local link (GET only) */
+	unsigned int n; /* servers */
+	bool local;	/* race the local link (GET only) */
 	uint64_t start, deadline;
 	unsigned int retry_ms, get_pad;
 	struct wn_cc_srv srv[WN_CC_MAX_SERVERS + 1];
@@ -64,12 +64,11 @@ void wn_cc_init(struct wn_cc_op *op, const struct wn_request *req, unsigned int 
 		bool local, uint64_t now, unsigned int timeout_ms, unsigned int retry_ms,
 		unsigned int get_pad);
 /* Next packet to send now: 1 and *tx filled, 0 when nothing is due.  Call until 0. */
-int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now,
-	       struct wn_tx *tx);
+int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now, struct wn_tx *tx);
 /* A datagram or TCP frame from server (or WN_CC_LOCAL).  Returns 0 when it was used,
  * negative when ignored (not ours, forged, stale).  targets[server] may learn its key. */
-int wn_cc_input(struct wn_cc_op *op, struct wn_cc_target *targets, int server,
-		const uint8_t *buf, size_t len, uint64_t now);
+int wn_cc_input(struct wn_cc_op *op, struct wn_cc_target *targets, int server, const uint8_t *buf,
+		size_t len, uint64_t now);
 /* The I/O layer could not reach a server (e.g. TCP refused). */
 void wn_cc_fail(struct wn_cc_op *op, int server, int err, uint64_t now);
 /* Ends timed-out servers; call at the deadline. */

@@ -128,7 +128,7 @@ int wn_parse_hostport(const char *spec, uint16_t def_port, struct sockaddr_stora
 {
 	char host[80], port[8];
 	const char *colon;
-	struct addrinfo hints = { 0 }, *ai = NULL;
+	struct addrinfo hints = {0}, *ai = NULL;
 	size_t hl;
 
 	if (spec[0] == '[') {
@@ -490,10 +490,9 @@ static int op_start(struct warp_name_client *c, const struct wn_request *req, wa
 		free(op);
 		return -ENOMEM;
 	}
-	local = c->groups.n &&
-		(c->opts.local > 0 || (c->opts.local == 0 && c->n == 0));
-	wn_cc_init(&op->cc, req, c->n, local, warp_time_ms(), c->opts.timeout_ms,
-		   c->opts.retry_ms, c->opts.get_pad);
+	local = c->groups.n && (c->opts.local > 0 || (c->opts.local == 0 && c->n == 0));
+	wn_cc_init(&op->cc, req, c->n, local, warp_time_ms(), c->opts.timeout_ms, c->opts.retry_ms,
+		   c->opts.get_pad);
 	op->next = c->ops;
 	if (c->ops)
 		c->ops->pprev = &op->next;
@@ -550,8 +549,8 @@ int warp_name_put(struct warp_name_client *c, const struct warp_identity *id, co
 	return signed_op(c, id, WN_T_PUT, name, value, len, bump, cb, user);
 }
 
-int warp_name_delete(struct warp_name_client *c, const struct warp_identity *id,
-		     const char *name, warp_name_cb cb, void *user)
+int warp_name_delete(struct warp_name_client *c, const struct warp_identity *id, const char *name,
+		     warp_name_cb cb, void *user)
 {
 	return signed_op(c, id, WN_T_DEL, name, NULL, 0, WARP_NAME_BUMP, cb, user);
 }
@@ -571,8 +570,7 @@ int warp_name_get(struct warp_name_client *c, const char *name, warp_name_cb cb,
 	return op_start(c, &req, cb, user);
 }
 
-int warp_name_resolve(struct warp_name_client *c, const char *name, warp_name_cb cb,
-		      void *user)
+int warp_name_resolve(struct warp_name_client *c, const char *name, warp_name_cb cb, void *user)
 {
 	bool local;
 
@@ -607,7 +605,6 @@ static bool sync_done(void *user)
 static int sync_run(struct warp_name_client *c, struct sync_wait *w, int err)
 {
 	if (err) {
-		memset(w->res, 0, sizeof(*w->res));
 		w->res->err = err;
 		w->res->server = WARP_NAME_SRC_NONE;
 		return err;
@@ -627,19 +624,26 @@ static int sync_run(struct warp_name_client *c, struct sync_wait *w, int err)
 	return w->res->err;
 }
 
-int warp_name_put_sync(struct warp_name_client *c, const struct warp_identity *id,
-		       const char *name, const void *value, size_t len, enum warp_name_bump bump,
+int warp_name_put_sync(struct warp_name_client *c, const struct warp_identity *id, const char *name,
+		       const void *value, size_t len, enum warp_name_bump bump,
 		       struct warp_name_result *res)
 {
-	struct sync_wait w = { res, false };
+	/* res is only written (the operation fills it), never read */
+	// cppcheck-suppress ctuuninitvar
+	struct sync_wait w = {res, false};
+
+	memset(res, 0, sizeof(*res));
 
 	return sync_run(c, &w, warp_name_put(c, id, name, value, len, bump, sync_cb, &w));
 }
 
-int warp_name_get_sync(struct warp_name_client *c, const char *name,
-		       struct warp_name_result *res)
+int warp_name_get_sync(struct warp_name_client *c, const char *name, struct warp_name_result *res)
 {
-	struct sync_wait w = { res, false };
+	/* res is only written (the operation fills it), never read */
+	// cppcheck-suppress ctuuninitvar
+	struct sync_wait w = {res, false};
+
+	memset(res, 0, sizeof(*res));
 
 	return sync_run(c, &w, warp_name_get(c, name, sync_cb, &w));
 }
@@ -647,7 +651,11 @@ int warp_name_get_sync(struct warp_name_client *c, const char *name,
 int warp_name_delete_sync(struct warp_name_client *c, const struct warp_identity *id,
 			  const char *name, struct warp_name_result *res)
 {
-	struct sync_wait w = { res, false };
+	/* res is only written (the operation fills it), never read */
+	// cppcheck-suppress ctuuninitvar
+	struct sync_wait w = {res, false};
+
+	memset(res, 0, sizeof(*res));
 
 	return sync_run(c, &w, warp_name_delete(c, id, name, sync_cb, &w));
 }

@@ -8,7 +8,7 @@
 #include <warpgate/name.h>
 
 #define WN_LOCAL_GROUP4 "239.255.82.80" /* administratively scoped, sent with TTL 1 */
-#define WN_LOCAL_GROUP6 "ff02::5750"    /* link-local scope */
+#define WN_LOCAL_GROUP6 "ff02::5750"	/* link-local scope */
 
 struct wn_local_groups {
 	struct sockaddr_storage addr[2];

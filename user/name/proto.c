@@ -451,8 +451,7 @@ static void node_hash(const uint8_t l[32], const uint8_t r[32], uint8_t out[32])
 	crypto_hash_sha256(out, in, sizeof(in));
 }
 
-static int batch_msg(const uint8_t server[WARP_PUBKEY_LEN], const uint8_t root[32],
-		     uint8_t *msg)
+static int batch_msg(const uint8_t server[WARP_PUBKEY_LEN], const uint8_t root[32], uint8_t *msg)
 {
 	memcpy(msg, batch_prefix, sizeof(batch_prefix));
 	memcpy(msg + sizeof(batch_prefix), server, WARP_PUBKEY_LEN);
@@ -460,8 +459,8 @@ static int batch_msg(const uint8_t server[WARP_PUBKEY_LEN], const uint8_t root[3
 	return (int)(sizeof(batch_prefix) + WARP_PUBKEY_LEN + 32);
 }
 
-int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens,
-		  const size_t *caps, size_t n)
+int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens, const size_t *caps,
+		  size_t n)
 {
 	/* tree[level][i]; level 0 are the leaves, padded with zero hashes to a power of two */
 	uint8_t tree[WN_MAX_DEPTH + 1][WN_MAX_BATCH][32];

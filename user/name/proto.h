@@ -30,10 +30,10 @@ enum wn_type {
 	WN_T_GET = 0x01,
 	WN_T_PUT = 0x02,
 	WN_T_DEL = 0x03,
-	WN_T_SEALED = 0x10,     /* envelope: warp_seal(server key, reply key || request) */
-	WN_T_LQUERY = 0x21,     /* local link: who has this name? */
-	WN_T_REPLY = 0x80,      /* reply type = WN_T_REPLY | request type */
-	WN_T_LANSWER = 0xa1,    /* local link answer */
+	WN_T_SEALED = 0x10,  /* envelope: warp_seal(server key, reply key || request) */
+	WN_T_LQUERY = 0x21,  /* local link: who has this name? */
+	WN_T_REPLY = 0x80,   /* reply type = WN_T_REPLY | request type */
+	WN_T_LANSWER = 0xa1, /* local link answer */
 };
 
 enum wn_rec_kind {
@@ -43,21 +43,21 @@ enum wn_rec_kind {
 
 enum wn_status {
 	WN_OK = 0,
-	WN_NOT_FOUND = 1,    /* GET: no record (a tombstone may be attached) */
-	WN_NOT_STORED = 2,   /* PUT with NO_BUMP and the quota full */
-	WN_MALFORMED = 3,    /* detail: the parser's error code (positive) */
+	WN_NOT_FOUND = 1,  /* GET: no record (a tombstone may be attached) */
+	WN_NOT_STORED = 2, /* PUT with NO_BUMP and the quota full */
+	WN_MALFORMED = 3,  /* detail: the parser's error code (positive) */
 	WN_BAD_VERSION = 4,
 	WN_BAD_TYPE = 5,
 	WN_BAD_NAME = 6,
 	WN_BAD_TLD = 7,
 	WN_TOO_BIG = 8,
 	WN_BAD_SIG = 9,
-	WN_NOT_OWNER = 10,   /* the stored record is attached */
-	WN_STALE = 11,       /* updated outside the clock window; detail: window ms */
-	WN_REPLAY = 12,      /* updated not newer than the stored one (attached) */
+	WN_NOT_OWNER = 10, /* the stored record is attached */
+	WN_STALE = 11,	   /* updated outside the clock window; detail: window ms */
+	WN_REPLAY = 12,	   /* updated not newer than the stored one (attached) */
 	WN_QUOTA = 13,
 	WN_RATE_LIMITED = 14, /* detail: retry after this many ms */
-	WN_TRUNCATED = 15,   /* reply larger than the request; detail: size needed; use TCP */
+	WN_TRUNCATED = 15,    /* reply larger than the request; detail: size needed; use TCP */
 	WN_INTERNAL = 16,
 	WN_BAD_SEAL = 17,
 	WN_BAD_BUMP = 18,
@@ -79,11 +79,11 @@ struct wn_record {
 };
 
 struct wn_request {
-	uint8_t type;      /* GET, PUT, DEL */
+	uint8_t type; /* GET, PUT, DEL */
 	uint64_t id;
-	uint8_t bump;      /* PUT/DEL */
+	uint8_t bump;			 /* PUT/DEL */
 	char name[WARP_NAME_FQ_MAX + 1]; /* GET */
-	struct wn_record rec;            /* PUT/DEL */
+	struct wn_record rec;		 /* PUT/DEL */
 };
 
 struct wn_reply {
@@ -137,8 +137,8 @@ int wn_peek(const uint8_t *buf, size_t len, uint8_t *type, uint64_t *id);
 int wn_reply_encode_body(const struct wn_reply *rep, uint8_t *buf, size_t cap);
 /* Sign n reply bodies under one signature (Merkle tree); each buf grows by the
  * authenticator, lens updated.  caps are the buffer capacities. */
-int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens,
-		  const size_t *caps, size_t n);
+int wn_auth_batch(const struct wn_signer *server, uint8_t **bufs, size_t *lens, const size_t *caps,
+		  size_t n);
 size_t wn_auth_len(unsigned int depth);
 unsigned int wn_auth_depth(size_t n);
 /* Parses a reply and its authenticator; does not check the signature. */
