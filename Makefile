@@ -241,7 +241,7 @@ FUZZ_TIME ?= 30
 fuzz: fuzz-bins
 	$(Q)selftests/fuzz/run.sh --build $(O) --time $(FUZZ_TIME)
 
-vmtest: all tests
+vmtest:
 	$(Q)vmtest/run.sh --build $(O) $(if $(KERNEL),--kernel $(KERNEL))
 
 demo: deps

@@ -78,7 +78,7 @@ run_one() {
 	local t0=$(date +%s.%N)
 	timeout --kill-after=10 "$timeout_s" "$exe" >"$out" 2>&1 </dev/null
 	rc=$?
-	local dt=$(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo "?")
+	local dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 	np=$(grep -cE '^ok [0-9]+' "$out" | head -1)
 	ns=$(grep -cE '^ok [0-9]+.*# ?SKIP' "$out" | head -1)
 	nf=$(grep -cE '^not ok [0-9]+' "$out" | head -1)
@@ -93,11 +93,11 @@ run_one() {
 	pass=$((pass + np)); fail=$((fail + nf)); skip=$((skip + ns))
 	if [ "$nf" != 0 ]; then
 		failed_names+=("$tier/$name")
-		printf '  FAIL  %-36s %3d ok, %d failed, rc=%s (%ss) log: %s\n' "$tier/$name" "$np" "$nf" "$rc" "${dt:0:5}" "$out"
+		printf '  FAIL  %-36s %3d ok, %d failed, rc=%s (%ss) log: %s\n' "$tier/$name" "$np" "$nf" "$rc" "$dt" "$out"
 		grep -E '^not ok|^# ' "$out" | head -n 40 | sed 's/^/        /'
 		[ "$rc" != 0 ] && tail -n 25 "$out" | sed 's/^/        | /'
 	elif [ "$rc" != 77 ]; then
-		printf '  PASS  %-36s %3d ok%s (%ss)\n' "$tier/$name" "$np" "$([ "$ns" -gt 0 ] && echo ", $ns skipped")" "${dt:0:5}"
+		printf '  PASS  %-36s %3d ok%s (%ss)\n' "$tier/$name" "$np" "$([ "$ns" -gt 0 ] && echo ", $ns skipped")" "$dt"
 	fi
 }
 

@@ -22,6 +22,7 @@
 #define LOG_COMPONENT "keystore"
 #include "core/log.h"
 #include "core/util.h"
+#include "crypto/keystore.h"
 
 #define KEYFILE_MAX 4096
 
@@ -132,14 +133,63 @@ int warp_keystore_path(const char *home, const char *name, char *buf, size_t len
 	return snprintf(buf, len, "%s/%s.json", home, name) >= (int)len ? -ENAMETOOLONG : 0;
 }
 
+int warp_keyfile_parse(const char *text, const char *origin, const char *name,
+		       struct warp_identity **out)
+{
+	uint8_t sk[WARP_SECKEY_LEN], pub[WARP_PUBKEY_LEN];
+	json_t *root;
+	json_error_t jerr;
+	const char *skhex, *pubhex, *fname;
+	json_int_t version = 0;
+	int err = -WARP_EMALFORMED;
+
+	*out = NULL;
+	root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		pr_err("%s: not valid JSON (line %d: %s)", origin, jerr.line, jerr.text);
+		goto out;
+	}
+	if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:I, s:s, s:s, s:s}", "version", &version,
+			   "name", &fname, "secret_key", &skhex, "public_key", &pubhex) < 0) {
+		pr_err("%s: %s", origin, jerr.text);
+		goto out;
+	}
+	if (version != 1) {
+		pr_err("%s: unsupported key file version %lld", origin, (long long)version);
+		err = -WARP_EVERSION;
+		goto out;
+	}
+	if (strcmp(fname, name) != 0) {
+		pr_err("%s: file names key '%s', expected '%s'", origin, fname, name);
+		goto out;
+	}
+	if (warp_hex_decode(sk, sizeof(sk), skhex) || warp_hex_decode(pub, sizeof(pub), pubhex)) {
+		pr_err("%s: secret_key/public_key must be %d/%d hex bytes", origin, WARP_SECKEY_LEN,
+		       WARP_PUBKEY_LEN);
+		goto out;
+	}
+	*out = warp_identity_from_secret(sk);
+	if (!*out) {
+		pr_err("%s: secret key is out of range", origin);
+		goto out;
+	}
+	if (memcmp(warp_identity_pubkey(*out), pub, sizeof(pub)) != 0) {
+		pr_err("%s: public_key does not match secret_key", origin);
+		warp_identity_free(*out);
+		*out = NULL;
+		goto out;
+	}
+	err = 0;
+out:
+	sodium_memzero(sk, sizeof(sk));
+	json_decref(root);
+	return err;
+}
+
 static struct warp_identity *load_file(const char *path, const char *name)
 {
 	struct warp_identity *id = NULL;
-	uint8_t sk[WARP_SECKEY_LEN], pub[WARP_PUBKEY_LEN];
 	char *text = NULL;
-	json_t *root = NULL;
-	json_error_t jerr;
-	const char *skhex, *pubhex, *fname;
 	struct stat st;
 	int err, fd;
 
@@ -164,50 +214,12 @@ static struct warp_identity *load_file(const char *path, const char *name)
 	err = -warp_read_file(path, KEYFILE_MAX, &text, NULL);
 	if (err)
 		goto out;
-	err = WARP_EMALFORMED;
-	root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		pr_err("%s: not valid JSON (line %d: %s)", path, jerr.line, jerr.text);
-		goto out;
-	}
-	if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:i, s:s, s:s, s:s}", "version", &(int){ 0 },
-			   "name", &fname, "secret_key", &skhex, "public_key", &pubhex) < 0) {
-		pr_err("%s: %s", path, jerr.text);
-		goto out;
-	}
-	if (json_integer_value(json_object_get(root, "version")) != 1) {
-		pr_err("%s: unsupported key file version", path);
-		err = WARP_EVERSION;
-		goto out;
-	}
-	if (strcmp(fname, name) != 0) {
-		pr_err("%s: file names key '%s', expected '%s'", path, fname, name);
-		goto out;
-	}
-	if (warp_hex_decode(sk, sizeof(sk), skhex) || warp_hex_decode(pub, sizeof(pub), pubhex)) {
-		pr_err("%s: secret_key/public_key must be %d/%d hex bytes", path, WARP_SECKEY_LEN,
-		       WARP_PUBKEY_LEN);
-		goto out;
-	}
-	id = warp_identity_from_secret(sk);
-	if (!id) {
-		pr_err("%s: secret key is out of range", path);
-		goto out;
-	}
-	if (memcmp(warp_identity_pubkey(id), pub, sizeof(pub)) != 0) {
-		pr_err("%s: public_key does not match secret_key", path);
-		warp_identity_free(id);
-		id = NULL;
-		goto out;
-	}
-	err = 0;
+	err = -warp_keyfile_parse(text, path, name, &id);
 out:
-	sodium_memzero(sk, sizeof(sk));
 	if (text) {
 		sodium_memzero(text, strlen(text));
 		free(text);
 	}
-	json_decref(root);
 	if (!id)
 		errno = err ? err : EIO;
 	return id;

@@ -73,7 +73,7 @@ static int load(const char *dir, struct seed **out, size_t *n)
 
 int main(int argc, char **argv)
 {
-	char name[256], dir[PATH_MAX];
+	char name[128], dir[PATH_MAX - 256];
 	const char *top = getenv("WARP_TOP");
 	const char *iters_env = getenv("WARP_FUZZ_ITERS");
 	long iters = iters_env ? atol(iters_env) : 20000;
@@ -90,6 +90,7 @@ int main(int argc, char **argv)
 		snprintf(dir, sizeof(dir), "%s/selftests/fuzz/corpus/%s", top ? top : ".", name);
 	if (load(dir, &seeds, &nseeds) || nseeds == 0) {
 		printf("not ok 1 - corpus %s has no seeds\n1..1\n", dir);
+		free(buf);
 		return 1;
 	}
 	for (size_t i = 0; i < nseeds; i++)

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* Name resolution and publication for nodes (nickname servers, local-link multicast). */
+#ifndef WARP_NODE_RESOLVE_H
+#define WARP_NODE_RESOLVE_H
+
+#include <stddef.h>
+
+#include <warpgate/address.h>
+#include <warpgate/node.h>
+
+/* Resolves "alice" / "alice.p2p" to a verified node address; *source (may be NULL) names
+ * the server or "multicast".  -WARP_ENONAMESERVER when no resolver is configured. */
+int node_resolve_name(struct warp_node *node, const char *name, struct warp_node_addr *out,
+		      char *source, size_t source_len);
+/* Registers our address under name on every configured resolver (servers, multicast). */
+int node_publish_name(struct warp_node *node, const char *name);
+
+#endif

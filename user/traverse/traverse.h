@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Traversal framework: a connect operation holds attempts; each strategy plans its
+ * attempts for the pair of addresses (or records why it can't), starts them when their
+ * stagger delay expires, and reports a verified pipe or a failure.
+ */
+#ifndef WARP_TRAVERSE_H
+#define WARP_TRAVERSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <warpgate/connect.h>
+
+#include "core/list.h"
+#include "node/node_internal.h"
+
+struct warp_connect;
+struct tv_attempt;
+
+/* One way to reach the peer: family, route class, transport and endpoints. */
+struct tv_combo {
+	int family;                     /* AF_INET or AF_INET6 */
+	const char *route;              /* "loopback", "lan", "internet", "relay" */
+	bool tcp;
+	struct sockaddr_storage remote;
+	struct sockaddr_storage local;  /* source address (unspecified: any) */
+	int ifindex;
+	int rroute;                     /* index of the target's route, -1 if none */
+	enum warp_path_class cls;
+};
+
+struct tv_strategy {
+	enum warp_strategy id;
+	const char *name;
+	/* Adds attempts with tv_add() and impossible combinations with tv_skip(). */
+	void (*plan)(struct warp_connect *c);
+	/* Starts an attempt: 0, or an error that fails it at once. */
+	int (*start)(struct tv_attempt *a);
+	/* Stops a running attempt and frees what start() allocated (not called after the
+	 * attempt reported its end). */
+	void (*cancel)(struct tv_attempt *a);
+};
+
+struct tv_attempt {
+	struct warp_connect *c;
+	const struct tv_strategy *st;
+	struct tv_combo combo;
+	struct warp_attempt *rec;
+	struct warp_timer *timer;
+	bool running, done;
+	void *priv;
+	struct list_head link;
+};
+
+struct warp_connect {
+	struct warp_node *node;
+	struct warp_node_addr to;
+	struct warp_connect_opts opts;
+	struct warp_connect_result res;
+	uint32_t strategies;
+	uint64_t t0;
+	bool same_host;
+	bool finished;
+	int depth;                      /* re-entrancy guard for finishing inside callbacks */
+	struct list_head attempts;
+	struct warp_timer *deadline;
+	warp_connect_cb cb;
+	void *user;
+};
+
+struct tv_attempt *tv_add(struct warp_connect *c, const struct tv_strategy *st,
+			  const struct tv_combo *combo, uint32_t delay_ms);
+void tv_skip(struct warp_connect *c, const struct tv_strategy *st, const struct tv_combo *combo,
+	     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* An attempt produced a verified pipe (the attempt's reference passes to the connect). */
+void tv_won(struct tv_attempt *a, struct warp_pipe *pipe);
+void tv_failed(struct tv_attempt *a, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+double tv_elapsed_ms(const struct warp_connect *c);
+
+/* Endpoint of a target route for a transport on its LAN (nic) or internet (ext) side;
+ * false when the route has none. */
+bool tv_route_endpoint(const struct warp_addr_route *r, bool tcp, bool external,
+		       struct sockaddr_storage *out);
+/* Classifies how this node can reach a target route from its interfaces: fills combos
+ * (loopback / lan / internet) and returns how many. */
+int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_combo *out, int max);
+
+extern const struct tv_strategy tv_direct;
+
+#endif
