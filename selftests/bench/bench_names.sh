@@ -7,7 +7,7 @@
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${WARP_BUILD:-$top/build}
-duration=3
+duration=${WARP_BENCH_SECS:-3}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--build) build=$2; shift 2 ;;

@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t buf[WN_MAX_PACKET];
 	struct wn_auth auth;
 	char name[WARP_NAME_FQ_MAX + 1];
-	uint8_t status, key[WN_SEAL_KEY] = {0};
+	uint8_t status, key[WN_SEAL_KEY] = { 0 };
 	uint64_t id;
 	size_t body;
 

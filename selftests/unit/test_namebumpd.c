@@ -54,7 +54,7 @@ static uint16_t free_port(int family)
 {
 	for (int i = 0; i < 50; i++) {
 		uint16_t port = (uint16_t)(20000 + warp_random_uniform(40000));
-		struct sockaddr_storage ss = {0};
+		struct sockaddr_storage ss = { 0 };
 		int u = socket(family, SOCK_DGRAM, 0), t = socket(family, SOCK_STREAM, 0), ok;
 		socklen_t len;
 
@@ -150,7 +150,7 @@ static int server_stop(int sig)
 
 static struct warp_name_client *client(bool pin, bool seal)
 {
-	struct warp_name_client_opts o = {0};
+	struct warp_name_client_opts o = { 0 };
 	struct warp_name_client *c;
 	char spec[64];
 
@@ -225,7 +225,7 @@ static int teardown(void **state)
 static int raw_sock(void)
 {
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	struct timeval tv = {0, 300000};
+	struct timeval tv = { 0, 300000 };
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
@@ -234,7 +234,7 @@ static int raw_sock(void)
 /* Sends buf; returns the reply length (0: none) and the parsed reply. */
 static size_t raw_exchange(int fd, const void *buf, size_t len, struct wn_reply *rep)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(S.port)};
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(S.port) };
 	static uint8_t in[WN_MAX_PACKET];
 	struct wn_auth auth;
 	size_t body;
@@ -255,7 +255,7 @@ static size_t raw_exchange(int fd, const void *buf, size_t len, struct wn_reply 
 static int raw_put(int fd, const struct warp_identity *id, const char *name, const char *value,
 		   uint64_t updated, uint8_t *pkt, size_t *pkt_len)
 {
-	struct wn_request req = {0};
+	struct wn_request req = { 0 };
 	struct wn_reply rep;
 	uint8_t buf[WN_MAX_PACKET];
 	int n;
@@ -394,7 +394,7 @@ static void test_malformed(void **state)
 	int fd = raw_sock();
 	uint8_t buf[400], pkt[WN_MAX_PACKET];
 	struct wn_reply rep;
-	struct wn_request req = {0};
+	struct wn_request req = { 0 };
 	size_t len;
 	int n;
 
@@ -494,7 +494,7 @@ static void test_tcp_for_large_values(void **state)
 static void test_sealed_and_pinning(void **state)
 {
 	struct warp_name_client *c = client(true, true);
-	struct warp_name_client_opts o = {0};
+	struct warp_name_client_opts o = { 0 };
 	struct warp_name_result r;
 	uint8_t wrong[WARP_PUBKEY_LEN];
 	char spec[64];
@@ -516,7 +516,7 @@ static void test_sealed_and_pinning(void **state)
 
 static void test_several_servers(void **state)
 {
-	struct warp_name_client_opts o = {0};
+	struct warp_name_client_opts o = { 0 };
 	struct warp_name_client *c;
 	struct warp_name_result r;
 	char spec[96];
@@ -654,7 +654,7 @@ static void test_quotas_and_bumping(void **state)
 /* IPv6 /128 bucket over ::1 (the /64 and /48 buckets: test_namebumpd_core). */
 static void test_ipv6_quota(void **state)
 {
-	struct warp_name_client_opts o = {0};
+	struct warp_name_client_opts o = { 0 };
 	struct warp_name_client *c;
 	struct warp_name_result r;
 	char spec[64];
@@ -678,7 +678,7 @@ static void test_ipv6_quota(void **state)
 static void test_rate_limit(void **state)
 {
 	int fd = raw_sock();
-	struct wn_request req = {0};
+	struct wn_request req = { 0 };
 	struct wn_reply rep;
 	uint8_t pkt[WN_MAX_PACKET];
 	int n, limited = 0, ok = 0;

@@ -90,7 +90,7 @@ static int run(const char *from, uint8_t type, const char *name, uint8_t bump, u
 {
 	static struct nb_slot slot;
 	static uint8_t pkt[WN_MAX_PACKET];
-	struct wn_request req = {0};
+	struct wn_request req = { 0 };
 	struct wn_reply rep;
 	struct wn_auth auth;
 	size_t body;
@@ -187,7 +187,7 @@ static void test_tombstone_and_batch(void **state)
 	uint64_t t = now_ms();
 	struct nb_slot *slots = calloc(3, sizeof(*slots));
 	uint8_t pkts[3][WN_MAX_PACKET];
-	uint64_t ups[3] = {t + 10, t + 20, t + 15};
+	uint64_t ups[3] = { t + 10, t + 20, t + 15 };
 
 	assert_int_equal(run("192.0.2.9", WN_T_DEL, "nobody.p2p", 0, t), WN_NOT_FOUND);
 	assert_int_equal(run("192.0.2.9", WN_T_PUT, "tomb.p2p", 0, t), WN_OK);
@@ -196,7 +196,7 @@ static void test_tombstone_and_batch(void **state)
 	assert_int_equal(run("::1", WN_T_GET, "tomb.p2p", 0, 0), WN_NOT_FOUND);
 	/* three writes of one name in one batch: in order, the third older than the second */
 	for (int i = 0; i < 3; i++) {
-		struct wn_request req = {.type = WN_T_PUT, .id = (uint64_t)i};
+		struct wn_request req = { .type = WN_T_PUT, .id = (uint64_t)i };
 		int n;
 
 		assert_int_equal(

@@ -124,7 +124,7 @@ static void test_record_sign_verify(void **state)
 
 static void test_request_codec(void **state)
 {
-	struct wn_request req = {0}, back;
+	struct wn_request req = { 0 }, back;
 	uint8_t buf[WN_MAX_PACKET], st;
 	int n;
 
@@ -160,9 +160,9 @@ static void test_request_codec(void **state)
 static int make_reply(uint8_t *buf, size_t cap, uint64_t id, uint8_t type, uint8_t status,
 		      const struct wn_record *rec)
 {
-	struct wn_reply rep = {0};
-	uint8_t *bufs[1] = {buf};
-	size_t lens[1], caps[1] = {cap};
+	struct wn_reply rep = { 0 };
+	uint8_t *bufs[1] = { buf };
+	size_t lens[1], caps[1] = { cap };
 	int n;
 
 	rep.type = WN_T_REPLY | type;
@@ -189,7 +189,7 @@ static void test_batch_auth(void **state)
 	size_t body;
 
 	for (int i = 0; i < 5; i++) {
-		struct wn_reply r = {.type = WN_T_REPLY | WN_T_GET, .id = (uint64_t)i};
+		struct wn_reply r = { .type = WN_T_REPLY | WN_T_GET, .id = (uint64_t)i };
 
 		bufs[i] = bufs_mem[i];
 		caps[i] = WN_MAX_PACKET;
@@ -235,13 +235,13 @@ static void test_sealed_envelope(void **state)
 
 static void test_cc_retries_and_race(void **state)
 {
-	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = {0};
-	struct wn_request req = {.type = WN_T_GET};
+	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = { 0 };
+	struct wn_request req = { .type = WN_T_GET };
 	static struct wn_cc_op op;
 	struct wn_record rec;
 	struct wn_tx tx;
 	uint8_t buf[WN_MAX_PACKET];
-	int sent[3] = {0}, n;
+	int sent[3] = { 0 }, n;
 
 	strcpy(req.name, "alice.p2p");
 	memcpy(t[1].key, server.pub, WARP_PUBKEY_LEN);
@@ -295,8 +295,8 @@ static void test_cc_retries_and_race(void **state)
 
 static void test_cc_bad_record_and_timeout(void **state)
 {
-	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = {0};
-	struct wn_request req = {.type = WN_T_GET};
+	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = { 0 };
+	struct wn_request req = { .type = WN_T_GET };
 	static struct wn_cc_op op;
 	struct wn_record rec;
 	struct wn_tx tx;
@@ -332,8 +332,8 @@ static void test_cc_bad_record_and_timeout(void **state)
 
 static void test_cc_put_truncated_and_results(void **state)
 {
-	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = {0};
-	struct wn_request req = {.type = WN_T_PUT, .bump = WARP_NAME_NO_BUMP};
+	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = { 0 };
+	struct wn_request req = { .type = WN_T_PUT, .bump = WARP_NAME_NO_BUMP };
 	static struct wn_cc_op op;
 	struct wn_tx tx;
 	uint8_t buf[WN_MAX_PACKET];
@@ -378,7 +378,7 @@ static void test_cc_put_truncated_and_results(void **state)
 static void test_local_link(void **state)
 {
 	struct warp_loop *loop = warp_loop_new();
-	struct warp_name_client_opts o = {0};
+	struct warp_name_client_opts o = { 0 };
 	struct warp_name_responder *resp;
 	struct warp_name_client *c;
 	struct warp_name_result r;

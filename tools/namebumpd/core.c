@@ -527,7 +527,7 @@ void nb_core_finish(struct nb_core *c, struct nb_batch *b)
 
 void nb_core_run(struct nb_core *c, struct nb_slot *slots, size_t n)
 {
-	struct nb_batch b = {.slots = slots, .n = n};
+	struct nb_batch b = { .slots = slots, .n = n };
 	struct nb_batch *bp = &b;
 
 	if (nb_core_prepare(c, &b))

@@ -30,18 +30,18 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{"listen", required_argument, NULL, 'l'},
-	{"db", required_argument, NULL, 'd'},
-	{"key", required_argument, NULL, 'k'},
-	{"config", required_argument, NULL, 'c'},
-	{"threads", required_argument, NULL, 't'},
-	{"print-key", no_argument, NULL, OPT_PRINT_KEY},
-	{"rate", required_argument, NULL, OPT_RATE},
-	{"log-level", required_argument, NULL, OPT_LOG},
-	{"test-clock-offset", required_argument, NULL, OPT_CLOCK_OFFSET},
-	{"version", no_argument, NULL, OPT_VERSION},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+	{ "listen", required_argument, NULL, 'l' },
+	{ "db", required_argument, NULL, 'd' },
+	{ "key", required_argument, NULL, 'k' },
+	{ "config", required_argument, NULL, 'c' },
+	{ "threads", required_argument, NULL, 't' },
+	{ "print-key", no_argument, NULL, OPT_PRINT_KEY },
+	{ "rate", required_argument, NULL, OPT_RATE },
+	{ "log-level", required_argument, NULL, OPT_LOG },
+	{ "test-clock-offset", required_argument, NULL, OPT_CLOCK_OFFSET },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
 };
 
 static void usage(FILE *f)
@@ -93,7 +93,7 @@ static void log_stats(const struct nb_shared *sh)
 int main(int argc, char **argv)
 {
 	static struct nb_config cfg;
-	struct nb_shared sh = {0};
+	struct nb_shared sh = { 0 };
 	struct nb_server *srv = NULL;
 	const char *config = NULL;
 	bool print_key = false, listen_cli = false, created;

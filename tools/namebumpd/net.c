@@ -90,7 +90,7 @@ int nb_parse_hostport(const char *spec, uint16_t default_port, struct sockaddr_s
 {
 	char host[80], port[8];
 	const char *colon;
-	struct addrinfo hints = {0}, *ai = NULL;
+	struct addrinfo hints = { 0 }, *ai = NULL;
 	size_t hl;
 	int rc;
 

@@ -53,7 +53,7 @@ void nb_ratelimit_free(struct nb_ratelimit *rl)
 uint32_t nb_ratelimit_take(struct nb_ratelimit *rl, const struct nb_ip *ip, double cost,
 			   uint64_t now_ms, bool *drop)
 {
-	uint8_t key[9] = {ip->af};
+	uint8_t key[9] = { ip->af };
 	uint8_t h[crypto_shorthash_BYTES];
 	struct rl_slot *s = NULL, *stalest = NULL;
 	uint32_t wait = 0;

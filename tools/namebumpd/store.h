@@ -69,7 +69,7 @@ extern const struct nb_store_ops nb_store_sqlite;
 /* Bucket key bytes of ip for bucket b (how many leading address bytes count). */
 static inline unsigned int nb_bucket_bytes(enum nb_bucket b)
 {
-	static const unsigned int bytes[NB_B_MAX] = {4, 16, 8, 6};
+	static const unsigned int bytes[NB_B_MAX] = { 4, 16, 8, 6 };
 	return bytes[b];
 }
 

@@ -69,7 +69,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
 		BCOUNT_INC " END;",
 };
 
-static const char *const bucket_col[NB_B_MAX] = {"b32", "b128", "b64", "b48"};
+static const char *const bucket_col[NB_B_MAX] = { "b32", "b128", "b64", "b48" };
 
 enum {
 	ST_GET,

@@ -138,7 +138,8 @@ static int build_puts(struct pkt *pkts, unsigned long count)
 	}
 	for (unsigned int t = 0; t < nt; t++) {
 		jobs[t] = (struct sign_job){
-			pkts, keys, signers, count * t / nt, count * (t + 1) / nt, base, 0};
+			pkts, keys, signers, count * t / nt, count * (t + 1) / nt, base, 0
+		};
 		pthread_create(&th[t], NULL, sign_range, &jobs[t]);
 	}
 	for (unsigned int t = 0; t < nt; t++) {
@@ -158,7 +159,7 @@ static int build_puts(struct pkt *pkts, unsigned long count)
 static int build_gets(struct pkt *pkts, unsigned long count)
 {
 	for (unsigned long i = 0; i < count; i++) {
-		struct wn_request req = {0};
+		struct wn_request req = { 0 };
 		uint8_t buf[WN_MAX_PACKET];
 		int n;
 
@@ -186,20 +187,20 @@ static int cmp_u32(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"server", required_argument, NULL, 's'},
-		{"op", required_argument, NULL, 'o'},
-		{"count", required_argument, NULL, 'n'},
-		{"duration", required_argument, NULL, 'd'},
-		{"names", required_argument, NULL, 'N'},
-		{"window", required_argument, NULL, 'w'},
-		{"sockets", required_argument, NULL, 'S'},
-		{"value-size", required_argument, NULL, 'v'},
-		{"pad", required_argument, NULL, 'p'},
-		{"prefix", required_argument, NULL, 'P'},
-		{"sign-threads", required_argument, NULL, 't'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "server", required_argument, NULL, 's' },
+		{ "op", required_argument, NULL, 'o' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "names", required_argument, NULL, 'N' },
+		{ "window", required_argument, NULL, 'w' },
+		{ "sockets", required_argument, NULL, 'S' },
+		{ "value-size", required_argument, NULL, 'v' },
+		{ "pad", required_argument, NULL, 'p' },
+		{ "prefix", required_argument, NULL, 'P' },
+		{ "sign-threads", required_argument, NULL, 't' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct sockaddr_storage dst;
 	socklen_t dlen;
@@ -208,7 +209,7 @@ int main(int argc, char **argv)
 	struct inflight *fl;
 	uint32_t *lat;
 	unsigned long count, count0, next = 0, done = 0, ok = 0, errs = 0, lost = 0, timed = 0;
-	unsigned long status[WN_STATUS_MAX + 1] = {0};
+	unsigned long status[WN_STATUS_MAX + 1] = { 0 };
 	bool put;
 	uint64_t t0, t_end, last_sweep;
 	int err;
@@ -345,7 +346,7 @@ int main(int argc, char **argv)
 		if (done >= count)
 			break;
 		for (unsigned int i = 0; i < opt.socks; i++)
-			pfd[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+			pfd[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
 		poll(pfd, opt.socks, 10);
 		for (unsigned int i = 0; i < opt.socks; i++) {
 			if (!(pfd[i].revents & POLLIN))

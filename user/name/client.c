@@ -128,7 +128,7 @@ int wn_parse_hostport(const char *spec, uint16_t def_port, struct sockaddr_stora
 {
 	char host[80], port[8];
 	const char *colon;
-	struct addrinfo hints = {0}, *ai = NULL;
+	struct addrinfo hints = { 0 }, *ai = NULL;
 	size_t hl;
 
 	if (spec[0] == '[') {
@@ -630,7 +630,7 @@ int warp_name_put_sync(struct warp_name_client *c, const struct warp_identity *i
 {
 	/* res is only written (the operation fills it), never read */
 	// cppcheck-suppress ctuuninitvar
-	struct sync_wait w = {res, false};
+	struct sync_wait w = { res, false };
 
 	memset(res, 0, sizeof(*res));
 
@@ -641,7 +641,7 @@ int warp_name_get_sync(struct warp_name_client *c, const char *name, struct warp
 {
 	/* res is only written (the operation fills it), never read */
 	// cppcheck-suppress ctuuninitvar
-	struct sync_wait w = {res, false};
+	struct sync_wait w = { res, false };
 
 	memset(res, 0, sizeof(*res));
 
@@ -653,7 +653,7 @@ int warp_name_delete_sync(struct warp_name_client *c, const struct warp_identity
 {
 	/* res is only written (the operation fills it), never read */
 	// cppcheck-suppress ctuuninitvar
-	struct sync_wait w = {res, false};
+	struct sync_wait w = { res, false };
 
 	memset(res, 0, sizeof(*res));
 

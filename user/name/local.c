@@ -115,7 +115,7 @@ static void join_all(int fd, const struct sockaddr_storage *g)
 		    i->ifa_addr->sa_family != g->ss_family)
 			continue;
 		if (g->ss_family == AF_INET) {
-			struct ip_mreqn m = {0};
+			struct ip_mreqn m = { 0 };
 
 			m.imr_multiaddr = ((const struct sockaddr_in *)g)->sin_addr;
 			m.imr_address = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
@@ -123,7 +123,7 @@ static void join_all(int fd, const struct sockaddr_storage *g)
 			if (!setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof(m)))
 				joined++;
 		} else {
-			struct ipv6_mreq m = {0};
+			struct ipv6_mreq m = { 0 };
 
 			m.ipv6mr_multiaddr = ((const struct sockaddr_in6 *)g)->sin6_addr;
 			m.ipv6mr_interface = if_nametoindex(i->ifa_name);
@@ -184,7 +184,7 @@ static void resp_read(struct warp_loop *loop, int fd, unsigned int events, void 
 
 static int resp_socket(struct warp_name_responder *r, const struct sockaddr_storage *g)
 {
-	struct sockaddr_storage any = {0};
+	struct sockaddr_storage any = { 0 };
 	int one = 1, fd;
 	socklen_t len;
 
