@@ -87,7 +87,7 @@ void warp_name_client_free(struct warp_name_client *c);
  * first use, then pinned for the client's life).  Returns the server index or an error. */
 int warp_name_client_add_server(struct warp_name_client *c, const char *hostport,
 				const uint8_t pubkey[WARP_PUBKEY_LEN]);
-/* Parses "HOST:PORT[#PUBKEYHEX]" (the --nameserver option). */
+/* Parses "HOST:PORT[#PUBKEYHEX]" or "HOST:PORT[,PUBKEYHEX]" (the --nameserver option). */
 int warp_name_client_add_server_spec(struct warp_name_client *c, const char *spec);
 unsigned int warp_name_client_server_count(const struct warp_name_client *c);
 

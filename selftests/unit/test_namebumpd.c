@@ -533,7 +533,7 @@ static void test_several_servers(void **state)
 		char hex[2 * WARP_PUBKEY_LEN + 1];
 
 		warp_hex_encode(hex, S.pub, WARP_PUBKEY_LEN);
-		snprintf(spec, sizeof(spec), "[::1]:%u#%s", S.port6, hex);
+		snprintf(spec, sizeof(spec), "[::1]:%u,%s", S.port6, hex);
 	}
 	assert_int_equal(warp_name_client_add_server_spec(c, spec), 1);
 	assert_int_equal(warp_name_put_sync(c, bob_key, "bob", "b", 1, WARP_NAME_BUMP, &r), 0);

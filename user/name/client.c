@@ -199,7 +199,8 @@ int warp_name_client_add_server_spec(struct warp_name_client *c, const char *spe
 {
 	char host[64];
 	uint8_t key[WARP_PUBKEY_LEN];
-	const char *hash = spec ? strchr(spec, '#') : NULL;
+	/* "#KEY" or ",KEY" (the node configuration's form) */
+	const char *hash = spec ? strpbrk(spec, "#,") : NULL;
 
 	if (!spec)
 		return -EINVAL;
