@@ -573,6 +573,75 @@ static void test_restart_and_sigkill(void **state)
 	warp_name_client_free(c);
 }
 
+/*
+ * SIGKILL in the middle of a burst of writes: every PUT that was acknowledged before the kill
+ * is there after the restart (unacknowledged ones may or may not be).
+ */
+static void test_sigkill_under_load(void **state)
+{
+	enum { N = 300 };
+	static uint8_t pkts[N][WN_MAX_PACKET];
+	static size_t lens[N];
+	static bool acked[N];
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(S.port) };
+	struct warp_name_client *c;
+	struct warp_name_result r;
+	uint8_t in[WN_MAX_PACKET];
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0), n_acked = 0;
+	uint64_t t = now_ms();
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	server_stop(SIGTERM);
+	write_config("{\"rate\": 0, \"quota_v4\": 1000}\n");
+	server_start();
+	for (int i = 0; i < N; i++) {
+		struct wn_request req = { .type = WN_T_PUT, .id = (uint64_t)i };
+		char name[32];
+
+		snprintf(name, sizeof(name), "burst%d.p2p", i);
+		assert_int_equal(
+			wn_record_make(&req.rec, bob_key, WN_REC_LIVE, name, name, strlen(name), t),
+			0);
+		lens[i] = (size_t)wn_request_encode(&req, pkts[i], WN_MAX_PACKET, 0);
+		acked[i] = false;
+	}
+	for (int i = 0; i < N; i++) {
+		sendto(fd, pkts[i], lens[i], 0, (struct sockaddr *)&a, sizeof(a));
+		usleep(300); /* a steady stream, not one burst the server sees at once */
+		/* collect what is acknowledged so far, kill half-way through the burst */
+		for (;;) {
+			ssize_t m = recv(fd, in, sizeof(in), 0);
+			struct wn_reply rep;
+			struct wn_auth auth;
+			size_t body;
+
+			if (m <= 0)
+				break;
+			if (!wn_reply_decode(in, (size_t)m, &rep, &body, &auth) &&
+			    rep.status == WN_OK && rep.id < N && !acked[rep.id]) {
+				acked[rep.id] = true;
+				n_acked++;
+			}
+		}
+		if (i == N / 2)
+			server_stop(SIGKILL);
+	}
+	close(fd);
+	print_message("# %d of %d PUTs acknowledged before SIGKILL\n", n_acked, N);
+	assert_true(n_acked > 0);
+	server_start();
+	c = client(true, false);
+	for (int i = 0; i < N; i++) {
+		char name[32];
+
+		if (!acked[i])
+			continue;
+		snprintf(name, sizeof(name), "burst%d", i);
+		assert_int_equal(warp_name_get_sync(c, name, &r), 0);
+	}
+	warp_name_client_free(c);
+}
+
 static void quota_server(int64_t offset)
 {
 	server_stop(SIGTERM);
@@ -718,6 +787,7 @@ int main(void)
 		cmocka_unit_test(test_sealed_and_pinning),
 		cmocka_unit_test(test_several_servers),
 		cmocka_unit_test(test_restart_and_sigkill),
+		cmocka_unit_test(test_sigkill_under_load),
 		cmocka_unit_test(test_quotas_and_bumping),
 		cmocka_unit_test(test_ipv6_quota),
 		cmocka_unit_test(test_rate_limit),

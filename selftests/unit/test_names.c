@@ -402,6 +402,19 @@ static void test_local_link(void **state)
 	assert_int_equal(r.value_len, 8);
 	assert_memory_equal(r.owner, warp_identity_pubkey(key), WARP_PUBKEY_LEN);
 	assert_int_equal(warp_name_get_sync(c, "carol", &r), -WARP_ENOTFOUND);
+	warp_name_client_free(c);
+	/* with a server configured (here one that never answers) the link is raced too */
+	c = warp_name_client_new(loop, &o);
+	assert_int_equal(warp_name_client_add_server(c, "127.0.0.1:9", NULL), 0);
+	{
+		uint64_t t0 = warp_time_ms();
+
+		assert_int_equal(warp_name_get_sync(c, "alice", &r), 0);
+		assert_int_equal(r.server, WARP_NAME_SRC_LOCAL);
+		assert_true(warp_time_ms() - t0 < 500); /* did not wait for the server */
+	}
+	warp_name_client_free(c);
+	c = warp_name_client_new(loop, &o);
 	assert_int_equal(warp_name_responder_withdraw(resp, "alice"), 0);
 	assert_int_equal(warp_name_get_sync(c, "alice", &r), -WARP_ENOTFOUND);
 	/* PUT needs a server */

@@ -491,7 +491,7 @@ static int op_start(struct warp_name_client *c, const struct wn_request *req, wa
 		free(op);
 		return -ENOMEM;
 	}
-	local = c->groups.n && (c->opts.local > 0 || (c->opts.local == 0 && c->n == 0));
+	local = c->groups.n && c->opts.local >= 0;
 	wn_cc_init(&op->cc, req, c->n, local, warp_time_ms(), c->opts.timeout_ms, c->opts.retry_ms,
 		   c->opts.get_pad);
 	op->next = c->ops;
@@ -577,7 +577,7 @@ int warp_name_resolve(struct warp_name_client *c, const char *name, warp_name_cb
 
 	if (!c)
 		return -EINVAL;
-	local = c->groups.n && (c->opts.local > 0 || (c->opts.local == 0 && c->n == 0));
+	local = c->groups.n && c->opts.local >= 0;
 	if (!c->n && !local)
 		return -WARP_ENONAMESERVER;
 	return warp_name_get(c, name, cb, user);
