@@ -47,6 +47,14 @@ struct udp_batch {
 	bool busy;
 	uint8_t (*rx)[WN_MAX_PACKET];
 	struct sockaddr_storage from[WN_MAX_BATCH];
+	/* the address each datagram was sent to, so the answer leaves from it (a wildcard
+	 * listener on a host with several addresses would otherwise answer from another one,
+	 * which clients do not accept) */
+	union {
+		struct cmsghdr align;
+		uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	} ctl[WN_MAX_BATCH];
+	size_t ctl_len[WN_MAX_BATCH];
 	struct udp_batch *next; /* committer queue */
 };
 
@@ -172,6 +180,11 @@ static int open_sock(const struct sockaddr_storage *ss, socklen_t len, int type)
 	if (type == SOCK_DGRAM) {
 		int sz = 4 << 20;
 
+		if (ss->ss_family == AF_INET)
+			setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+		else
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	}
@@ -192,6 +205,44 @@ static uint16_t *port_of(struct sockaddr_storage *ss)
 }
 
 /* ---- UDP ---- */
+
+/*
+ * Turns the packet-info control message of a received datagram into the one that makes the
+ * answer leave from the address the request was sent to; returns its length (0: none).
+ * buf holds the received control data (copied there with the slot) and is rewritten.
+ */
+static size_t reply_source(const struct msghdr *mh, uint8_t *buf)
+{
+	struct msghdr tmp = *mh;
+	struct cmsghdr *c;
+	struct in_pktinfo pi;
+	struct in6_pktinfo pi6;
+
+	tmp.msg_control = buf;
+	for (c = CMSG_FIRSTHDR(&tmp); c; c = CMSG_NXTHDR(&tmp, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			pi.ipi_spec_dst = pi.ipi_addr;
+			pi.ipi_ifindex = 0;
+			c = (struct cmsghdr *)buf;
+			c->cmsg_level = IPPROTO_IP;
+			c->cmsg_type = IP_PKTINFO;
+			c->cmsg_len = CMSG_LEN(sizeof(pi));
+			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+			return CMSG_SPACE(sizeof(pi));
+		}
+		if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+			memcpy(&pi6, CMSG_DATA(c), sizeof(pi6));
+			c = (struct cmsghdr *)buf;
+			c->cmsg_level = IPPROTO_IPV6;
+			c->cmsg_type = IPV6_PKTINFO;
+			c->cmsg_len = CMSG_LEN(sizeof(pi6));
+			memcpy(CMSG_DATA(c), &pi6, sizeof(pi6));
+			return CMSG_SPACE(sizeof(pi6));
+		}
+	}
+	return 0;
+}
 
 static void set_reading(struct nb_worker *w, bool on)
 {
@@ -224,6 +275,10 @@ static void batch_send(struct udp_batch *ub)
 		msgs[m].msg_hdr.msg_namelen = ub->from[i].ss_family == AF_INET
 						      ? sizeof(struct sockaddr_in)
 						      : sizeof(struct sockaddr_in6);
+		if (ub->ctl_len[i]) {
+			msgs[m].msg_hdr.msg_control = ub->ctl[i].buf;
+			msgs[m].msg_hdr.msg_controllen = ub->ctl_len[i];
+		}
 		m++;
 	}
 	for (unsigned int off = 0; off < m;) {
@@ -324,6 +379,8 @@ static void udp_read(struct warp_loop *loop, int fd, unsigned int events, void *
 			msgs[i].msg_hdr.msg_iovlen = 1;
 			msgs[i].msg_hdr.msg_name = &ub->from[i];
 			msgs[i].msg_hdr.msg_namelen = sizeof(ub->from[i]);
+			msgs[i].msg_hdr.msg_control = ub->ctl[i].buf;
+			msgs[i].msg_hdr.msg_controllen = sizeof(ub->ctl[i].buf);
 		}
 		n = recvmmsg(fd, msgs, WN_MAX_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
@@ -336,8 +393,11 @@ static void udp_read(struct warp_loop *loop, int fd, unsigned int events, void *
 			s->in = ub->rx[i];
 			s->in_len = msgs[i].msg_len;
 			s->udp = true;
-			if (k != (size_t)i)
+			if (k != (size_t)i) {
 				ub->from[k] = ub->from[i];
+				ub->ctl[k] = ub->ctl[i];
+			}
+			ub->ctl_len[k] = reply_source(&msgs[i].msg_hdr, ub->ctl[k].buf);
 			nb_sockaddr_ip(&ub->from[k], &s->src);
 			k++;
 		}
