@@ -35,11 +35,11 @@ start() { # $1: extra environment; sets $pid and $port
 			--config "$dir/config.json" >/dev/null 2>"$dir/log" &
 		pid=$!
 		for _ in $(seq 100); do
-			grep -q ready "$dir/log" 2>/dev/null && break
+			grep -q ": ready (" "$dir/log" 2>/dev/null && break
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.05
 		done
-		if grep -q ready "$dir/log"; then return 0; fi
+		if grep -q ": ready (" "$dir/log"; then return 0; fi
 		wait "$pid" 2>/dev/null; pid=
 	done
 	return 1

@@ -126,7 +126,7 @@ static void server_start(void)
 			S.pid = 0;
 			fail_msg("namebumpd exited early (status %d)", st);
 		}
-		if (!warp_read_file(S.log, 1 << 20, &text, &len) && strstr(text, "ready")) {
+		if (!warp_read_file(S.log, 1 << 20, &text, &len) && strstr(text, ": ready (")) {
 			free(text);
 			return;
 		}

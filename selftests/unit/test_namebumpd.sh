@@ -48,7 +48,7 @@ start() {
 		>/dev/null 2>"$dir/log" &
 	pid=$!
 	for _ in $(seq 200); do
-		grep -q ready "$dir/log" && break
+		grep -q ": ready (" "$dir/log" && break
 		sleep 0.05
 	done
 	port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$dir/log")
@@ -80,7 +80,7 @@ kill -KILL "$pid"; wait "$pid" 2>/dev/null; pid=
 "$nbd" --listen 0.0.0.0:0 --db "$dir/db" --key "$dir/k" --config "$dir/c.json" \
 	>/dev/null 2>"$dir/log" &
 pid=$!
-for _ in $(seq 200); do grep -q ready "$dir/log" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -q ": ready (" "$dir/log" && break; sleep 0.05; done
 port=$(sed -n 's/.*listening on 0.0.0.0:\([0-9]*\).*/\1/p' "$dir/log")
 check "a wildcard listener answers from 127.0.0.2 when asked there" \
 	"$load" --server "127.0.0.2:$port" --op get --duration 0.3 --names 50 --window 8 -q
