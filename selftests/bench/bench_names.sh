@@ -72,14 +72,17 @@ for mode in fast:full fast:normal openssl:full; do
 		--prefix load -q >/dev/null
 	cnt=$([ "$backend" = fast ] && echo 20000 || echo 6000)
 	out=$("$load" --server "127.0.0.1:$port" --op put --count "$cnt" --names "$names" \
+		--window 8 --prefix "w8$backend$sync" -q 2>/dev/null)
+	row "signed PUT ($sigs), window 8$label" "$out"
+	out=$("$load" --server "127.0.0.1:$port" --op put --count "$cnt" --names "$names" \
 		--window 16 --prefix "w16$backend$sync" -q 2>/dev/null)
-	row "signed PUT ($sigs)$label" "$out"
+	row "signed PUT, window 16$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op put --count "$cnt" --names "$names" \
 		--window 128 --prefix "w128$backend$sync" -q 2>/dev/null)
 	row "signed PUT, window 128$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op get --duration "$duration" --names "$names" \
 		--window 16 --pad 768 --prefix load -q 2>/dev/null)
-	row "GET$label" "$out"
+	row "GET, window 16$label" "$out"
 	out=$("$load" --server "127.0.0.1:$port" --op get --duration "$duration" --names "$names" \
 		--window 128 --pad 768 --prefix load -q 2>/dev/null)
 	row "GET, window 128$label" "$out"

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <warpgate/error.h>
@@ -636,7 +637,39 @@ struct nb_server {
 	int n;
 	struct nb_committer cm;
 	bool cm_init;
+	/* WAL checkpoints, off the commit path */
+	pthread_t maint;
+	bool maint_running;
+	struct nb_store *maint_store;
+	pthread_mutex_t maint_lock;
+	pthread_cond_t maint_cond;
+	bool maint_stop;
 };
+
+static void *maint_main(void *arg)
+{
+	struct nb_server *srv = arg;
+
+	pthread_mutex_lock(&srv->maint_lock);
+	while (!srv->maint_stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &ts);
+		if (srv->maint_stop)
+			break;
+		pthread_mutex_unlock(&srv->maint_lock);
+		srv->sh->ops->maintain(srv->maint_store);
+		pthread_mutex_lock(&srv->maint_lock);
+	}
+	pthread_mutex_unlock(&srv->maint_lock);
+	return NULL;
+}
 
 /* Binds UDP then TCP on one address for every worker; port 0 picks one port for all. */
 static int bind_all(struct nb_server *srv, const char *spec)
@@ -719,6 +752,15 @@ struct nb_server *nb_server_new(struct nb_shared *sh)
 	err = nb_core_init(&srv->cm.core, sh);
 	if (err)
 		goto fail;
+	pthread_mutex_init(&srv->maint_lock, NULL);
+	pthread_cond_init(&srv->maint_cond, NULL);
+	if (sh->ops->maintain) {
+		srv->maint_store = sh->ops->open(cfg->db, cfg->sync_full);
+		if (!srv->maint_store) {
+			err = errno ? -errno : -EIO;
+			goto fail;
+		}
+	}
 	for (int i = 0; i < cfg->threads; i++) {
 		srv->w[i] = worker_new(sh, i);
 		if (!srv->w[i]) {
@@ -747,6 +789,12 @@ int nb_server_start(struct nb_server *srv)
 	if (err)
 		return -err;
 	srv->cm.running = true;
+	if (srv->maint_store) {
+		err = pthread_create(&srv->maint, NULL, maint_main, srv);
+		if (err)
+			return -err;
+		srv->maint_running = true;
+	}
 	for (int i = 0; i < srv->n; i++) {
 		err = pthread_create(&srv->w[i]->thread, NULL, worker_main, srv->w[i]);
 		if (err)
@@ -764,6 +812,14 @@ void nb_server_stop(struct nb_server *srv)
 			pthread_join(srv->w[i]->thread, NULL);
 			srv->w[i]->running = false;
 		}
+	if (srv->maint_running) {
+		pthread_mutex_lock(&srv->maint_lock);
+		srv->maint_stop = true;
+		pthread_cond_signal(&srv->maint_cond);
+		pthread_mutex_unlock(&srv->maint_lock);
+		pthread_join(srv->maint, NULL);
+		srv->maint_running = false;
+	}
 	/* after the workers: it drains what they queued (their loops no longer run) */
 	if (srv->cm.running) {
 		pthread_mutex_lock(&srv->cm.lock);
@@ -783,6 +839,10 @@ void nb_server_free(struct nb_server *srv)
 	for (int i = 0; i < srv->n; i++)
 		worker_free(srv->w[i]);
 	if (srv->cm_init) {
+		if (srv->maint_store)
+			srv->sh->ops->close(srv->maint_store);
+		pthread_mutex_destroy(&srv->maint_lock);
+		pthread_cond_destroy(&srv->maint_cond);
 		nb_core_fini(&srv->cm.core);
 		pthread_mutex_destroy(&srv->cm.lock);
 		pthread_cond_destroy(&srv->cm.cond);

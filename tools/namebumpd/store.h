@@ -60,6 +60,9 @@ struct nb_store_ops {
 			       uint64_t now, const char *skip, char name[WARP_NAME_FQ_MAX + 1]);
 	/* Deletes rows refreshed before `before`; returns how many. */
 	int (*gc)(struct nb_store *s, uint64_t before);
+	/* Background upkeep on its own connection (SQLite: a passive WAL checkpoint, so commits
+	 * never stall on one); may be NULL. */
+	int (*maintain)(struct nb_store *s);
 	/* Number of rows (statistics). */
 	int (*total)(struct nb_store *s, uint64_t *n);
 };

@@ -189,7 +189,9 @@ static struct nb_store *sq_open(const char *path, bool sync_full)
 	}
 	sqlite3_busy_timeout(s->db, 10000);
 	snprintf(sql, sizeof(sql),
-		 "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA temp_store=MEMORY;",
+		 "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA temp_store=MEMORY;"
+		 /* checkpoints run from maintain(); this is only the safety net */
+		 " PRAGMA wal_autocheckpoint=16384;",
 		 sync_full ? "FULL" : "NORMAL");
 	if (exec(s, sql))
 		goto fail;
@@ -424,6 +426,13 @@ static int sq_gc(struct nb_store *s, uint64_t before)
 	return err ? err : n;
 }
 
+static int sq_maintain(struct nb_store *s)
+{
+	int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : db_err(s, "checkpoint");
+}
+
 static int sq_total(struct nb_store *s, uint64_t *n)
 {
 	return one_int(s, s->st[ST_TOTAL], n);
@@ -442,5 +451,6 @@ const struct nb_store_ops nb_store_sqlite = {
 	.count = sq_count,
 	.oldest_bumpable = sq_oldest,
 	.gc = sq_gc,
+	.maintain = sq_maintain,
 	.total = sq_total,
 };
