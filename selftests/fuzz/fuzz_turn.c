@@ -78,8 +78,8 @@ static void feed(struct warp_turn *t, bool tcp, uint8_t *buf, size_t len, size_t
 }
 
 /* Answers the last request (tid) with a scripted response. */
-static void answer(struct warp_turn *t, bool tcp, const struct pending *req, int code,
-		   bool sign, uint64_t now)
+static void answer(struct warp_turn *t, bool tcp, const struct pending *req, int code, bool sign,
+		   uint64_t now)
 {
 	struct warp_stun_builder b;
 	uint8_t buf[512];

@@ -149,17 +149,17 @@ static int find_out(struct fake *f, uint16_t method, struct warp_stun_msg *m)
 }
 
 struct resp {
-	int code;            /* 0: success */
+	int code; /* 0: success */
 	bool sign;
-	bool bad_mi;         /* sign with the wrong key */
+	bool bad_mi; /* sign with the wrong key */
 	bool no_relayed;
 	uint32_t lifetime;   /* 0: absent */
 	const char *nonce;   /* NONCE + REALM (401/438) */
 	const uint8_t *algs; /* PASSWORD-ALGORITHMS */
 	size_t algs_len;
 	const struct sockaddr *from; /* NULL: the server */
-	const uint8_t *tid;  /* NULL: the request's */
-	uint16_t method;     /* 0: the request's */
+	const uint8_t *tid;	     /* NULL: the request's */
+	uint16_t method;	     /* 0: the request's */
 };
 
 static int respond(struct fake *f, const struct warp_stun_msg *req, const struct resp *r)
@@ -311,8 +311,8 @@ static void test_allocate_dance(void **state)
 	assert_int_equal(f.evs[0].ev.err, 0);
 	info = warp_turn_info(f.t);
 	assert_non_null(info);
-	assert_true(warp_ep_equal((struct sockaddr *)&info->relayed,
-				  (struct sockaddr *)&f.relayed));
+	assert_true(
+		warp_ep_equal((struct sockaddr *)&info->relayed, (struct sockaddr *)&f.relayed));
 	assert_true(warp_ep_equal((struct sockaddr *)&info->mapped, (struct sockaddr *)&f.mapped));
 	assert_int_equal(info->lifetime_s, 600);
 	assert_string_equal(info->realm, "lab");
@@ -413,10 +413,12 @@ static void test_error_mapping(void **state)
 		int code;
 		int err;
 	} cases[] = {
-		{ 300, -EREMCHG },	   { 400, -EPROTO },	     { 403, -EPERM },
-		{ 420, -EOPNOTSUPP },	   { 437, -EADDRINUSE },     { 440, -EAFNOSUPPORT },
-		{ 441, -EKEYREJECTED },   { 442, -EPROTONOSUPPORT }, { 486, -WARP_EQUOTA },
-		{ 508, -EBUSY },	   { 500, -EIO },	     { 499, -EPROTO },
+		{ 300, -EREMCHG },	{ 400, -EPROTO },
+		{ 403, -EPERM },	{ 420, -EOPNOTSUPP },
+		{ 437, -EADDRINUSE },	{ 440, -EAFNOSUPPORT },
+		{ 441, -EKEYREJECTED }, { 442, -EPROTONOSUPPORT },
+		{ 486, -WARP_EQUOTA },	{ 508, -EBUSY },
+		{ 500, -EIO },		{ 499, -EPROTO },
 	};
 
 	for (size_t i = 0; i < WARP_ARRAY_SIZE(cases); i++) {
@@ -432,9 +434,8 @@ static void test_error_mapping(void **state)
 		respond(&f, &m, &(struct resp){ .code = 401, .nonce = f.nonce });
 		drain(&f);
 		decode_out(&f, 0, &m);
-		assert_int_equal(respond(&f, &m, &(struct resp){ .code = cases[i].code,
-								  .sign = true }),
-				 1);
+		assert_int_equal(
+			respond(&f, &m, &(struct resp){ .code = cases[i].code, .sign = true }), 1);
 		assert_int_equal(warp_turn_state(f.t), WARP_TURN_FAILED);
 		assert_int_equal(last_ev(&f, WARP_TURN_EV_FAILED)->ev.err, cases[i].err);
 		fake_free(&f);
@@ -468,12 +469,11 @@ static void test_forged_and_malformed(void **state)
 	assert_int_equal(respond(&f, &m, &(struct resp){ .code = 403 }), 0);
 	/* wrong transaction, wrong method, wrong source */
 	assert_int_equal(respond(&f, &m, &(struct resp){ .sign = true, .tid = tid }), 0);
-	assert_int_equal(respond(&f, &m, &(struct resp){ .sign = true,
-							  .method = WARP_STUN_REFRESH }),
-			 0);
-	assert_int_equal(respond(&f, &m, &(struct resp){ .sign = true,
-							  .from = (struct sockaddr *)&other }),
-			 0);
+	assert_int_equal(
+		respond(&f, &m, &(struct resp){ .sign = true, .method = WARP_STUN_REFRESH }), 0);
+	assert_int_equal(
+		respond(&f, &m, &(struct resp){ .sign = true, .from = (struct sockaddr *)&other }),
+		0);
 	/* garbage */
 	memset(junk, 0, sizeof(junk));
 	assert_true(warp_turn_handle_input(f.t, junk, 3, (struct sockaddr *)&f.server, f.now) < 0);
@@ -723,8 +723,9 @@ static void test_permission_channel(void **state)
 		if (m.method == WARP_STUN_CHANNEL_BIND) {
 			warp_stun_get_channel(&m, &ch);
 			warp_stun_get_addr(&m, WARP_STUN_ATTR_XOR_PEER_ADDRESS, &got);
-			assert_int_equal(ch, warp_ep_port((struct sockaddr *)&got) == 7000 ? 0x4000
-											  : 0x4001);
+			assert_int_equal(ch, warp_ep_port((struct sockaddr *)&got) == 7000
+						     ? 0x4000
+						     : 0x4001);
 		}
 		respond(&f, &m, &(struct resp){ .sign = true, .lifetime = 600 });
 	}
@@ -790,8 +791,8 @@ static void test_permission_channel(void **state)
 				decode_out(&f, k, &m);
 				/* keep the allocation alive, drop everything else */
 				if (m.method == WARP_STUN_REFRESH)
-					respond(&f, &m, &(struct resp){ .sign = true,
-									 .lifetime = 600 });
+					respond(&f, &m,
+						&(struct resp){ .sign = true, .lifetime = 600 });
 			}
 		}
 		for (int k = 0; k < f.nev; k++) {
@@ -833,17 +834,16 @@ static void test_data_in(void **state)
 	warp_stun_add_addr(&b, WARP_STUN_ATTR_XOR_PEER_ADDRESS, (struct sockaddr *)&p1);
 	warp_stun_add(&b, WARP_STUN_ATTR_DATA, "abc", 3);
 	n = warp_stun_build_end(&b);
-	assert_int_equal(warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server,
-						f.now),
-			 1);
+	assert_int_equal(
+		warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server, f.now),
+		1);
 	assert_int_equal(f.ndata, 1);
 	assert_int_equal(f.dlen, 3);
 	assert_memory_equal(f.data, "abc", 3);
 	assert_true(warp_ep_equal((struct sockaddr *)&f.dpeer, (struct sockaddr *)&p1));
 	/* the same bytes from anyone but the server are ignored */
-	assert_int_equal(warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&other,
-						f.now),
-			 0);
+	assert_int_equal(
+		warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&other, f.now), 0);
 	/* a Data indication without DATA is malformed */
 	warp_stun_build_init(&b, buf, sizeof(buf), WARP_STUN_DATA, WARP_STUN_INDICATION, tid);
 	warp_stun_add_addr(&b, WARP_STUN_ATTR_XOR_PEER_ADDRESS, (struct sockaddr *)&p1);
@@ -852,21 +852,21 @@ static void test_data_in(void **state)
 					   f.now) < 0);
 	/* ChannelData on the channel being bound, and on an unknown one */
 	n = warp_stun_channel_data_encode(buf, sizeof(buf), 0x4000, "defg", 4, false);
-	assert_int_equal(warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server,
-						f.now),
-			 1);
+	assert_int_equal(
+		warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server, f.now),
+		1);
 	assert_int_equal(f.ndata, 2);
 	assert_memory_equal(f.data + 3, "defg", 4);
 	n = warp_stun_channel_data_encode(buf, sizeof(buf), 0x4abc, "x", 1, false);
-	assert_int_equal(warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server,
-						f.now),
-			 0);
+	assert_int_equal(
+		warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server, f.now),
+		0);
 	/* padded ChannelData is accepted over UDP too */
 	n = warp_stun_channel_data_encode(buf, sizeof(buf), 0x4000, "h", 1, true);
 	assert_int_equal(n, 8);
-	assert_int_equal(warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server,
-						f.now),
-			 1);
+	assert_int_equal(
+		warp_turn_handle_input(f.t, buf, (size_t)n, (struct sockaddr *)&f.server, f.now),
+		1);
 	assert_int_equal(f.ndata, 3);
 	fake_free(&f);
 }
@@ -986,8 +986,9 @@ static void test_sha256(void **state)
 	fake_start(&f);
 	drain(&f);
 	decode_out(&f, 0, &m);
-	respond(&f, &m, &(struct resp){ .code = 401, .nonce = f.nonce, .algs = algs,
-					.algs_len = sizeof(algs) });
+	respond(&f, &m,
+		&(struct resp){
+			.code = 401, .nonce = f.nonce, .algs = algs, .algs_len = sizeof(algs) });
 	f.sha256 = true;
 	f.keylen = (size_t)warp_stun_long_term_key("u", "lab", "p", WARP_STUN_PW_SHA256, f.key);
 	assert_int_equal(f.keylen, 32);
@@ -1010,8 +1011,11 @@ static void test_sha256(void **state)
 	drain(&f);
 	decode_out(&f, 0, &m);
 	check_signed(&f, &m);
-	respond(&f, &m, &(struct resp){ .code = 438, .nonce = "obMatJos2gAAAother",
-					.algs = md5_only, .algs_len = sizeof(md5_only) });
+	respond(&f, &m,
+		&(struct resp){ .code = 438,
+				.nonce = "obMatJos2gAAAother",
+				.algs = md5_only,
+				.algs_len = sizeof(md5_only) });
 	assert_int_equal(warp_turn_state(f.t), WARP_TURN_FAILED);
 	assert_int_equal(last_ev(&f, WARP_TURN_EV_FAILED)->ev.err, -EPROTO);
 	fake_free(&f);
@@ -1021,8 +1025,9 @@ static void test_sha256(void **state)
 	fake_start(&f);
 	drain(&f);
 	decode_out(&f, 0, &m);
-	respond(&f, &m, &(struct resp){ .code = 401, .nonce = f.nonce, .algs = algs,
-					.algs_len = sizeof(algs) });
+	respond(&f, &m,
+		&(struct resp){
+			.code = 401, .nonce = f.nonce, .algs = algs, .algs_len = sizeof(algs) });
 	drain(&f);
 	decode_out(&f, 0, &m);
 	check_signed(&f, &m);
@@ -1208,8 +1213,8 @@ static void test_peer_churn(void **state)
 		for (int i = 0; i < 20; i++) {
 			snprintf(s, sizeof(s), "198.51.100.%d:%d", i + 1, 7000 + round);
 			warp_ep_parse(s, 0, &p);
-			assert_int_equal(
-				warp_turn_remove_peer(f.t, (struct sockaddr *)&p, f.now), 0);
+			assert_int_equal(warp_turn_remove_peer(f.t, (struct sockaddr *)&p, f.now),
+					 0);
 		}
 	}
 	assert_int_equal(count_ev(&f, WARP_TURN_EV_CHANNEL), 60);

@@ -57,8 +57,7 @@ struct server {
 
 static char tmpdir[64];
 static struct server s_main = { .name = "main" }, s_quota = { .name = "quota" },
-		     s_short = { .name = "short" },
-		     s_tcponly = { .name = "tcponly" };
+		     s_short = { .name = "short" }, s_tcponly = { .name = "tcponly" };
 static struct server *const servers[] = { &s_main, &s_quota, &s_short, &s_tcponly };
 
 static void stop(struct server *s)
@@ -242,10 +241,10 @@ struct client {
 	struct warp_turn_info info;
 	int perms, perm_err;
 	int lost, lost_err;
-	bool echo;          /* send what arrives back to its sender */
+	bool echo; /* send what arrives back to its sender */
 	int nrx;
 	size_t rxbytes;
-	int bad;            /* payloads that did not match their pattern */
+	int bad; /* payloads that did not match their pattern */
 	uint8_t last[MSG_MAX];
 	size_t lastlen;
 	struct sockaddr_storage from;
@@ -295,8 +294,8 @@ static void c_peer(struct warp_turn_io *io, const struct sockaddr *peer, int err
 	c->perm_err = err;
 }
 
-static void c_data(struct warp_turn_io *io, const struct sockaddr *peer, uint8_t *data,
-		   size_t len, void *user)
+static void c_data(struct warp_turn_io *io, const struct sockaddr *peer, uint8_t *data, size_t len,
+		   void *user)
 {
 	struct client *c = user;
 
@@ -509,13 +508,12 @@ static void test_two_clients(void **state)
 	assert_int_equal(warp_loop_run_until(loop, c_perm, &b, 3000), 0);
 	assert_int_equal(b.perm_err, 0);
 	assert_int_equal(warp_turn_io_add_peer(a.io, (struct sockaddr *)&b.info.relayed, true), 0);
-	assert_int_equal(warp_turn_peer_channel(warp_turn_io_core(a.io),
-						(struct sockaddr *)&b.info.relayed),
-			 0);
+	assert_int_equal(
+		warp_turn_peer_channel(warp_turn_io_core(a.io), (struct sockaddr *)&b.info.relayed),
+		0);
 	fill(buf, sizeof(buf), 7);
-	assert_int_equal(warp_turn_io_send(a.io, (struct sockaddr *)&b.info.relayed, buf,
-					   sizeof(buf)),
-			 0);
+	assert_int_equal(
+		warp_turn_io_send(a.io, (struct sockaddr *)&b.info.relayed, buf, sizeof(buf)), 0);
 	assert_int_equal(wait_rx(loop, &b, 1, 3000), 0);
 	assert_int_equal(b.lastlen, sizeof(buf));
 	assert_memory_equal(b.last, buf, sizeof(buf));
@@ -523,12 +521,12 @@ static void test_two_clients(void **state)
 	assert_int_equal(warp_loop_run_until(loop, c_perm, &a, 3000), 0);
 	assert_int_equal(a.perm_err, 0);
 	run_for(loop, 100); /* channels bound */
-	assert_int_equal(warp_turn_peer_channel(warp_turn_io_core(a.io),
-						(struct sockaddr *)&b.info.relayed),
-			 0x4000);
-	assert_int_equal(warp_turn_peer_channel(warp_turn_io_core(b.io),
-						(struct sockaddr *)&a.info.relayed),
-			 0x4000);
+	assert_int_equal(
+		warp_turn_peer_channel(warp_turn_io_core(a.io), (struct sockaddr *)&b.info.relayed),
+		0x4000);
+	assert_int_equal(
+		warp_turn_peer_channel(warp_turn_io_core(b.io), (struct sockaddr *)&a.info.relayed),
+		0x4000);
 
 	/* both ways through channels (UDP ChannelData one side, padded TCP the other) */
 	burst(loop, &a, (struct sockaddr *)&b.info.relayed, &b, 200);
@@ -542,12 +540,10 @@ static void test_two_clients(void **state)
 
 		cfg_for(&cfg, &s_main, false, NULL);
 		assert_int_equal(client_start(loop, &c, &cfg, NULL), 0);
-		assert_int_equal(warp_turn_io_add_peer(c.io, (struct sockaddr *)&a.info.relayed,
-						       false),
-				 0);
-		assert_int_equal(warp_turn_io_add_peer(a.io, (struct sockaddr *)&c.info.relayed,
-						       false),
-				 0);
+		assert_int_equal(
+			warp_turn_io_add_peer(c.io, (struct sockaddr *)&a.info.relayed, false), 0);
+		assert_int_equal(
+			warp_turn_io_add_peer(a.io, (struct sockaddr *)&c.info.relayed, false), 0);
 		assert_int_equal(warp_loop_run_until(loop, c_perm, &c, 3000), 0);
 		run_for(loop, 50);
 		burst(loop, &c, (struct sockaddr *)&a.info.relayed, &a, 50);
@@ -660,7 +656,8 @@ static void pair_on(struct warp_loop *loop, struct client *a, struct client *b,
 static void test_short_lifetimes(void **state)
 {
 	struct warp_loop *loop = warp_loop_new();
-	struct warp_turn_cfg fast = { .perm_refresh_ms = 1000, .chan_refresh_ms = 2000,
+	struct warp_turn_cfg fast = { .perm_refresh_ms = 1000,
+				      .chan_refresh_ms = 2000,
 				      .refresh_ms = 1500 };
 	struct warp_turn_cfg slow = { 0 };
 	struct client a, b;
@@ -814,8 +811,8 @@ static void test_release_unanswered(void **state)
 
 struct pinger {
 	struct warp_loop *loop;
-	int fd_a, fd_b;            /* direct */
-	struct client *a, *b;      /* relayed */
+	int fd_a, fd_b;	      /* direct */
+	struct client *a, *b; /* relayed */
 	struct sockaddr_storage to;
 	uint64_t sent_ns;
 	uint64_t rtt[200];
@@ -1106,8 +1103,8 @@ static void test_pipe_over_relay(void **state)
 		assert_non_null(in);
 		assert_int_equal(in->kind, PATH_RELAY);
 		assert_int_equal(in->cls, WARP_PATH_RELAY);
-		assert_true(warp_ep_equal((struct sockaddr *)&in->remote,
-					  (struct sockaddr *)&b_addr));
+		assert_true(
+			warp_ep_equal((struct sockaddr *)&in->remote, (struct sockaddr *)&b_addr));
 		pipe_path_free(in);
 		assert_null(turn_path_inbound(a, relay_fd + 1000, (struct sockaddr *)&b_addr));
 		assert_int_equal(errno, ENOENT);
@@ -1151,7 +1148,8 @@ static void test_lease_tcp_fallback(void **state)
 	assert_non_null(udp_only);
 	assert_non_null(lease);
 	assert_int_equal(turn_relay_count(a), 2);
-	assert_int_equal(turn_lease_permit(lease, (struct sockaddr *)&peer, true, on_permit, &p), 0);
+	assert_int_equal(turn_lease_permit(lease, (struct sockaddr *)&peer, true, on_permit, &p),
+			 0);
 	assert_int_equal(warp_loop_run_until(loop, lease_ready, &q, 5000), 0);
 	assert_int_equal(q.lease_err, -ECONNREFUSED);
 	assert_int_equal(warp_loop_run_until(loop, lease_ready, &p, 5000), 0);
@@ -1169,14 +1167,10 @@ static void test_lease_tcp_fallback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_allocate),
-		cmocka_unit_test(test_two_clients),
-		cmocka_unit_test(test_plain_peer),
-		cmocka_unit_test(test_short_lifetimes),
-		cmocka_unit_test(test_release_unanswered),
-		cmocka_unit_test(test_dealloc_quota),
-		cmocka_unit_test(test_rtt_overhead),
-		cmocka_unit_test(test_pipe_over_relay),
+		cmocka_unit_test(test_allocate),	   cmocka_unit_test(test_two_clients),
+		cmocka_unit_test(test_plain_peer),	   cmocka_unit_test(test_short_lifetimes),
+		cmocka_unit_test(test_release_unanswered), cmocka_unit_test(test_dealloc_quota),
+		cmocka_unit_test(test_rtt_overhead),	   cmocka_unit_test(test_pipe_over_relay),
 		cmocka_unit_test(test_lease_tcp_fallback),
 	};
 

@@ -23,12 +23,12 @@
 #include "nat/stun.h"
 #include "relay/turn.h"
 
-#define REQ_MAX        1400 /* our requests: credentials + one peer address */
-#define MAX_RETRIES    4    /* 401/438 re-sends of one request */
-#define PROTO_UDP      17
-#define NONCE_COOKIE   "obMatJos2"
-#define MS             1000000ull
-#define S              1000000000ull
+#define REQ_MAX	     1400 /* our requests: credentials + one peer address */
+#define MAX_RETRIES  4	  /* 401/438 re-sends of one request */
+#define PROTO_UDP    17
+#define NONCE_COOKIE "obMatJos2"
+#define MS	     1000000ull
+#define S	     1000000000ull
 
 enum obj_state { OBJ_IDLE = 0, OBJ_PENDING, OBJ_OK, OBJ_FAILED };
 
@@ -50,9 +50,9 @@ struct turn_tx {
 	struct turn_peer *peer;
 	uint8_t *msg;
 	size_t len;
-	uint64_t due;      /* next transmission */
+	uint64_t due;	   /* next transmission */
 	uint64_t deadline; /* failure time once the last transmission left */
-	uint64_t cap;      /* hard limit (release) */
+	uint64_t cap;	   /* hard limit (release) */
 	uint32_t rto;
 	unsigned int sent;
 };
@@ -73,7 +73,7 @@ struct turn_peer {
 	struct sockaddr_storage addr;
 	unsigned int refs; /* 0: retired, kept for its channel number */
 	bool want_channel;
-	bool notified;     /* PERMISSION event sent for the perm's current state */
+	bool notified; /* PERMISSION event sent for the perm's current state */
 	struct turn_perm *perm;
 	uint16_t channel;
 	enum obj_state chan_state;
@@ -97,15 +97,15 @@ struct warp_turn {
 	uint8_t key[32];
 	size_t keylen;
 	bool have_auth;
-	bool sha256;                 /* sign with MESSAGE-INTEGRITY-SHA256 */
-	uint16_t pw_alg;             /* PASSWORD-ALGORITHM chosen; 0: none sent */
-	uint8_t *pw_algs;            /* PASSWORD-ALGORITHMS as received, echoed back */
+	bool sha256;	  /* sign with MESSAGE-INTEGRITY-SHA256 */
+	uint16_t pw_alg;  /* PASSWORD-ALGORITHM chosen; 0: none sent */
+	uint8_t *pw_algs; /* PASSWORD-ALGORITHMS as received, echoed back */
 	size_t pw_algs_len;
 
-	uint64_t expires;            /* allocation */
+	uint64_t expires; /* allocation */
 	uint64_t refresh_at;
-	bool release_pending;        /* release asked while Allocate was in flight */
-	struct turn_tx *alloc_tx;    /* Allocate, Refresh or the deallocation */
+	bool release_pending;	  /* release asked while Allocate was in flight */
+	struct turn_tx *alloc_tx; /* Allocate, Refresh or the deallocation */
 
 	struct turn_tx *txs;
 	unsigned int ntx;
@@ -113,8 +113,8 @@ struct warp_turn {
 	struct turn_peer *peers;
 	uint16_t next_channel;
 
-	uint8_t out[REQ_MAX];        /* last message handed out by poll_transmit */
-	uint8_t *rx;                 /* TCP reassembly */
+	uint8_t out[REQ_MAX]; /* last message handed out by poll_transmit */
+	uint8_t *rx;	      /* TCP reassembly */
 	size_t rx_len;
 };
 
@@ -770,8 +770,8 @@ static void sweep_peers(struct warp_turn *t, uint64_t now)
 
 /* ------------------------------------------------------------------ data */
 
-int warp_turn_wrap(struct warp_turn *t, const struct sockaddr *peer, const void *data,
-		   size_t len, uint8_t *out, size_t cap)
+int warp_turn_wrap(struct warp_turn *t, const struct sockaddr *peer, const void *data, size_t len,
+		   uint8_t *out, size_t cap)
 {
 	const struct turn_peer *p;
 	struct warp_stun_builder b;
@@ -866,10 +866,10 @@ uint64_t warp_turn_next_deadline(const struct warp_turn *t)
 {
 	uint64_t next = WARP_TURN_NEVER;
 
-#define AT(v)                                                                                      \
-	do {                                                                                       \
-		if ((v) < next)                                                                    \
-			next = (v);                                                                \
+#define AT(v)                       \
+	do {                        \
+		if ((v) < next)     \
+			next = (v); \
 	} while (0)
 	for (const struct turn_tx *x = t->txs; x; x = x->next) {
 		AT(x->due);
@@ -1085,10 +1085,9 @@ static int learn_auth(struct warp_turn *t, const struct warp_stun_msg *m)
 	}
 	t->pw_alg = alg;
 	t->sha256 = cookie; /* an RFC 8489 server: MESSAGE-INTEGRITY-SHA256 */
-	n = warp_stun_long_term_key(t->username, t->realm, t->password,
-				    alg == WARP_STUN_PW_SHA256 ? WARP_STUN_PW_SHA256
-							       : WARP_STUN_PW_MD5,
-				    t->key);
+	n = warp_stun_long_term_key(
+		t->username, t->realm, t->password,
+		alg == WARP_STUN_PW_SHA256 ? WARP_STUN_PW_SHA256 : WARP_STUN_PW_MD5, t->key);
 	if (n < 0)
 		return n;
 	t->keylen = (size_t)n;
@@ -1174,8 +1173,8 @@ static void tx_failed(struct warp_turn *t, struct turn_tx *x, int err, uint64_t 
 			warp_strerror(err));
 		perm_set_state(t, p, OBJ_FAILED, err);
 		/* a refusal is final; a timeout is tried again later */
-		p->next_at = err == -ETIMEDOUT ? now + ms_ns(t->cfg.perm_refresh_ms)
-					       : WARP_TURN_NEVER;
+		p->next_at =
+			err == -ETIMEDOUT ? now + ms_ns(t->cfg.perm_refresh_ms) : WARP_TURN_NEVER;
 		notify_perms(t);
 		break;
 	}
@@ -1212,8 +1211,8 @@ static void tx_succeeded(struct warp_turn *t, struct turn_tx *x, const struct wa
 		allocate_ok(t, m, now);
 		break;
 	case TX_REFRESH: {
-		uint32_t lifetime = t->cfg.lifetime_s ? t->cfg.lifetime_s
-						      : WARP_TURN_DEFAULT_LIFETIME_S;
+		uint32_t lifetime =
+			t->cfg.lifetime_s ? t->cfg.lifetime_s : WARP_TURN_DEFAULT_LIFETIME_S;
 
 		warp_stun_get_u32(m, WARP_STUN_ATTR_LIFETIME, &lifetime);
 		if (!lifetime) {

@@ -38,14 +38,14 @@
 #define WARP_TURN_NEVER UINT64_MAX
 
 /* Server-side lifetimes this client assumes (RFC 8656 sections 9 and 12). */
-#define WARP_TURN_PERM_LIFETIME_S 300
-#define WARP_TURN_CHAN_LIFETIME_S 600
+#define WARP_TURN_PERM_LIFETIME_S    300
+#define WARP_TURN_CHAN_LIFETIME_S    600
 #define WARP_TURN_DEFAULT_LIFETIME_S 600
 
 /* Bytes added around a payload: ChannelData (4 + up to 3 padding) and Send indication
  * (header, XOR-PEER-ADDRESS for IPv6, DATA header and padding). */
 #define WARP_TURN_CHANNEL_OVERHEAD 7
-#define WARP_TURN_SEND_OVERHEAD    (20 + 24 + 4 + 3)
+#define WARP_TURN_SEND_OVERHEAD	   (20 + 24 + 4 + 3)
 /* Largest frame the server may send us (STUN message or padded ChannelData). */
 #define WARP_TURN_FRAME_MAX (4 + 65535 + 3)
 
@@ -60,17 +60,17 @@ struct warp_turn_cfg {
 	const char *realm;    /* expected realm; NULL: whatever the server says */
 	const char *software; /* SOFTWARE in Allocate; NULL: none */
 	uint8_t transport;    /* enum warp_turn_transport, to the server */
-	int family;           /* relayed address family: 0 or AF_INET, AF_INET6 */
+	int family;	      /* relayed address family: 0 or AF_INET, AF_INET6 */
 	uint32_t lifetime_s;  /* LIFETIME to ask for; 0: server default (600 s) */
 	/* Timers; 0 means the default in brackets. */
-	uint32_t rto_ms;             /* first retransmission over UDP (500) */
-	unsigned int rc;             /* transmissions over UDP (7) */
-	unsigned int rm;             /* final wait in RTOs (16) */
-	uint32_t ti_ms;              /* transaction timeout over TCP (39500) */
-	uint32_t refresh_ms;         /* allocation refresh (lifetime - 60 s, >= lifetime / 2) */
+	uint32_t rto_ms;	     /* first retransmission over UDP (500) */
+	unsigned int rc;	     /* transmissions over UDP (7) */
+	unsigned int rm;	     /* final wait in RTOs (16) */
+	uint32_t ti_ms;		     /* transaction timeout over TCP (39500) */
+	uint32_t refresh_ms;	     /* allocation refresh (lifetime - 60 s, >= lifetime / 2) */
 	uint32_t perm_refresh_ms;    /* CreatePermission refresh (240000) */
 	uint32_t chan_refresh_ms;    /* ChannelBind refresh (540000) */
-	uint32_t retry_ms;           /* retry after a refresh timed out (5000) */
+	uint32_t retry_ms;	     /* retry after a refresh timed out (5000) */
 	uint32_t release_timeout_ms; /* deallocation give-up time (8000) */
 };
 
@@ -86,18 +86,18 @@ enum warp_turn_state {
 struct warp_turn_info {
 	struct sockaddr_storage server;
 	struct sockaddr_storage relayed; /* XOR-RELAYED-ADDRESS */
-	struct sockaddr_storage mapped;  /* XOR-MAPPED-ADDRESS; AF_UNSPEC if absent */
+	struct sockaddr_storage mapped;	 /* XOR-MAPPED-ADDRESS; AF_UNSPEC if absent */
 	uint32_t lifetime_s;
 	const char *realm;
 	bool sha256; /* MESSAGE-INTEGRITY-SHA256 in use */
 };
 
 enum warp_turn_event_type {
-	WARP_TURN_EV_ALLOCATED,  /* info is set */
-	WARP_TURN_EV_FAILED,     /* err: refused, timed out or lost; terminal */
+	WARP_TURN_EV_ALLOCATED,	 /* info is set */
+	WARP_TURN_EV_FAILED,	 /* err: refused, timed out or lost; terminal */
 	WARP_TURN_EV_PERMISSION, /* peer: permission installed (err 0) or refused/lost */
-	WARP_TURN_EV_CHANNEL,    /* peer, channel: bound (err 0) or not (Send continues) */
-	WARP_TURN_EV_RELEASED,   /* deallocation confirmed (err 0) or given up; terminal */
+	WARP_TURN_EV_CHANNEL,	 /* peer, channel: bound (err 0) or not (Send continues) */
+	WARP_TURN_EV_RELEASED,	 /* deallocation confirmed (err 0) or given up; terminal */
 };
 
 struct warp_turn_event {
@@ -146,8 +146,8 @@ uint16_t warp_turn_peer_channel(const struct warp_turn *t, const struct sockaddr
 
 /* Frames data for peer: ChannelData when its channel is bound, else a Send indication.
  * Returns the length written to out, -ENOTCONN when not allocated, -EMSGSIZE. */
-int warp_turn_wrap(struct warp_turn *t, const struct sockaddr *peer, const void *data,
-		   size_t len, uint8_t *out, size_t cap);
+int warp_turn_wrap(struct warp_turn *t, const struct sockaddr *peer, const void *data, size_t len,
+		   uint8_t *out, size_t cap);
 
 /* Deallocates.  Returns 0 when a deallocation is under way (WARP_TURN_EV_RELEASED
  * follows), 1 when there is nothing to release (now CLOSED, no event).  Idempotent. */
@@ -169,8 +169,7 @@ int warp_turn_handle_input(struct warp_turn *t, uint8_t *buf, size_t len,
 			   const struct sockaddr *from, uint64_t now_ns);
 /* TCP byte stream: reassembles STUN and ChannelData frames.  Returns 0, or -EPROTO when
  * the stream is not TURN framing (the allocation has then failed). */
-int warp_turn_handle_stream(struct warp_turn *t, const uint8_t *buf, size_t len,
-			    uint64_t now_ns);
+int warp_turn_handle_stream(struct warp_turn *t, const uint8_t *buf, size_t len, uint64_t now_ns);
 
 enum warp_turn_state warp_turn_state(const struct warp_turn *t);
 /* Valid once allocated. */

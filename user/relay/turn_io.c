@@ -23,10 +23,10 @@
 #include "net/sock.h"
 #include "relay/turn_io.h"
 
-#define RX_BUF      (65536 + 64)
-#define TX_BUF      (65536 + WARP_TURN_SEND_OVERHEAD + 64)
-#define OUTQ_MAX    (4u << 20) /* TCP: bytes queued before sends fail with -ENOBUFS */
-#define UDP_BUDGET  64
+#define RX_BUF	   (65536 + 64)
+#define TX_BUF	   (65536 + WARP_TURN_SEND_OVERHEAD + 64)
+#define OUTQ_MAX   (4u << 20) /* TCP: bytes queued before sends fail with -ENOBUFS */
+#define UDP_BUDGET 64
 
 struct warp_turn_io {
 	struct list_head link; /* background releases, while released */
@@ -35,14 +35,14 @@ struct warp_turn_io {
 	struct warp_timer *timer;
 	int fd;
 	bool tcp;
-	bool connected;   /* TCP connect finished */
-	bool reported;    /* ops.allocated ran */
-	bool released;    /* no more callbacks; waiting for the deallocation */
-	bool dying;       /* free at the next timer run */
+	bool connected; /* TCP connect finished */
+	bool reported;	/* ops.allocated ran */
+	bool released;	/* no more callbacks; waiting for the deallocation */
+	bool dying;	/* free at the next timer run */
 	struct warp_turn_io_ops ops;
 	void *user;
 	struct sockaddr_storage server;
-	uint8_t *outq;    /* TCP bytes not yet written */
+	uint8_t *outq; /* TCP bytes not yet written */
 	size_t outlen, outcap;
 	uint8_t rx[RX_BUF];
 	uint8_t tx[TX_BUF];
@@ -452,7 +452,7 @@ unsigned int warp_turn_io_releasing(const struct warp_loop *loop)
 	unsigned int n = 0;
 
 	pthread_mutex_lock(&bg_lock);
-	list_for_each(pos, &background)
+	list_for_each (pos, &background)
 		n += list_entry(pos, struct warp_turn_io, link)->loop == loop;
 	pthread_mutex_unlock(&bg_lock);
 	return n;
@@ -465,7 +465,7 @@ void warp_turn_io_shutdown(struct warp_loop *loop)
 		struct list_head *pos;
 
 		pthread_mutex_lock(&bg_lock);
-		list_for_each(pos, &background) {
+		list_for_each (pos, &background) {
 			struct warp_turn_io *c = list_entry(pos, struct warp_turn_io, link);
 
 			if (c->loop == loop) {

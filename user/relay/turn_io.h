@@ -30,7 +30,7 @@
 struct warp_turn_io;
 
 struct warp_turn_io_cfg {
-	struct warp_turn_cfg turn;     /* credentials, transport, relayed family, timers */
+	struct warp_turn_cfg turn; /* credentials, transport, relayed family, timers */
 	struct sockaddr_storage server;
 	struct sockaddr_storage local; /* address to bind; AF_UNSPEC: any */
 };

@@ -37,7 +37,7 @@ struct turn_relay {
 	struct warp_turn_io *io;
 	struct warp_timer *kick; /* deferred lease notifications */
 	int refs;
-	int status; /* 1 allocating, 0 ready, < 0 failed or lost */
+	int status;		 /* 1 allocating, 0 ready, < 0 failed or lost */
 	unsigned int generation; /* bumped on every status change */
 	unsigned int peer_events;
 	struct list_head leases;
@@ -78,8 +78,7 @@ static bool relay_matches(const struct turn_relay *r, const struct warp_node *no
 			  const struct turn_server *srv)
 {
 	return r->node == node && r->status >= 0 && r->key_tcp == srv->tcp &&
-	       r->fallback == (!srv->tcp && srv->tcp_fallback) &&
-	       r->family == family_of(srv) &&
+	       r->fallback == (!srv->tcp && srv->tcp_fallback) && r->family == family_of(srv) &&
 	       warp_ep_equal((const struct sockaddr *)&r->server,
 			     (const struct sockaddr *)&srv->addr) &&
 	       str_eq(r->username, srv->username) && str_eq(r->password, srv->password) &&
@@ -132,7 +131,7 @@ static void notify_leases(struct turn_relay *r)
 
 		if (r->status > 0)
 			break;
-		list_for_each(pos, &r->leases) {
+		list_for_each (pos, &r->leases) {
 			struct turn_lease *c = list_entry(pos, struct turn_lease, link);
 
 			if (c->seen != r->generation) {
@@ -182,7 +181,8 @@ static void on_allocated(struct warp_turn_io *io, int err, const struct warp_tur
 		char a[WARP_EP_STRLEN];
 
 		pr_info("TURN over UDP to %s failed (%s): trying TCP",
-			warp_ep_str((struct sockaddr *)&r->server, a, sizeof(a)), warp_strerror(err));
+			warp_ep_str((struct sockaddr *)&r->server, a, sizeof(a)),
+			warp_strerror(err));
 		r->tcp = true;
 		r->io = open_io(r);
 		warp_turn_io_release(io);
@@ -190,11 +190,12 @@ static void on_allocated(struct warp_turn_io *io, int err, const struct warp_tur
 			struct list_head *lp, *pp;
 
 			/* the permits move along */
-			list_for_each(lp, &r->leases) {
+			list_for_each (lp, &r->leases) {
 				struct turn_lease *l = list_entry(lp, struct turn_lease, link);
 
-				list_for_each(pp, &l->permits) {
-					struct turn_permit *p = list_entry(pp, struct turn_permit, link);
+				list_for_each (pp, &l->permits) {
+					struct turn_permit *p =
+						list_entry(pp, struct turn_permit, link);
 
 					warp_turn_io_add_peer(r->io, (struct sockaddr *)&p->peer,
 							      p->channel);
@@ -225,10 +226,10 @@ static void on_peer(struct warp_turn_io *io, const struct sockaddr *peer, int er
 		struct turn_permit *hit = NULL;
 		struct turn_lease *owner = NULL;
 
-		list_for_each(lp, &r->leases) {
+		list_for_each (lp, &r->leases) {
 			struct turn_lease *l = list_entry(lp, struct turn_lease, link);
 
-			list_for_each(pp, &l->permits) {
+			list_for_each (pp, &l->permits) {
 				struct turn_permit *p = list_entry(pp, struct turn_permit, link);
 
 				if (p->cb && p->seen != ev &&
@@ -250,8 +251,8 @@ static void on_peer(struct warp_turn_io *io, const struct sockaddr *peer, int er
 	relay_put(r);
 }
 
-static void on_data(struct warp_turn_io *io, const struct sockaddr *peer, uint8_t *data,
-		    size_t len, void *user)
+static void on_data(struct warp_turn_io *io, const struct sockaddr *peer, uint8_t *data, size_t len,
+		    void *user)
 {
 	struct turn_relay *r = user;
 
@@ -368,7 +369,7 @@ struct turn_lease *turn_lease_get(struct warp_node *node, const struct turn_serv
 		return NULL;
 	}
 	pthread_mutex_lock(&reg_lock);
-	list_for_each(pos, &registry) {
+	list_for_each (pos, &registry) {
 		struct turn_relay *c = list_entry(pos, struct turn_relay, link);
 
 		if (relay_matches(c, node, srv)) {
@@ -531,7 +532,7 @@ struct pipe_path *turn_path_inbound(struct warp_node *node, int fd, const struct
 		return NULL;
 	}
 	pthread_mutex_lock(&reg_lock);
-	list_for_each(pos, &registry) {
+	list_for_each (pos, &registry) {
 		struct turn_relay *c = list_entry(pos, struct turn_relay, link);
 
 		if (c->node == node && c->status == 0 && warp_turn_io_fd(c->io) == fd) {
@@ -571,7 +572,7 @@ unsigned int turn_relay_count(const struct warp_node *node)
 	unsigned int n = 0;
 
 	pthread_mutex_lock(&reg_lock);
-	list_for_each(pos, &registry)
+	list_for_each (pos, &registry)
 		n += list_entry(pos, struct turn_relay, link)->node == node;
 	pthread_mutex_unlock(&reg_lock);
 	return n;

@@ -38,10 +38,10 @@ struct turn_server {
 	struct sockaddr_storage addr;
 	const char *username;
 	const char *password;
-	const char *realm;   /* hint; NULL: the server's */
-	bool tcp;            /* TCP to the server (when UDP is blocked) */
-	bool tcp_fallback;   /* UDP first; TCP when UDP gets no answer or an ICMP error */
-	int family;          /* relayed family; 0: AF_INET */
+	const char *realm; /* hint; NULL: the server's */
+	bool tcp;	   /* TCP to the server (when UDP is blocked) */
+	bool tcp_fallback; /* UDP first; TCP when UDP gets no answer or an ICMP error */
+	int family;	   /* relayed family; 0: AF_INET */
 	const struct warp_turn_cfg *tuning; /* timers; NULL: defaults (credentials ignored) */
 };
 
