@@ -292,10 +292,21 @@ uint32_t punch_pace_due(uint32_t rate, uint64_t elapsed_ns, uint64_t sent, uint3
 
 /* ------------------------------------------------------------------ candidates */
 
+/* Endpoints are kept unmapped: a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d. */
+static void plain(struct sockaddr_storage *out, const struct sockaddr *ep)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out, ep, warp_ep_len(ep));
+	warp_ep_unmap(out);
+}
+
 int punch_cands_find(const struct punch_cands *c, const struct sockaddr *ep)
 {
+	struct sockaddr_storage p;
+
+	plain(&p, ep);
 	for (int i = 0; i < c->n; i++)
-		if (warp_ep_equal((const struct sockaddr *)&c->ep[i], ep))
+		if (warp_ep_equal((const struct sockaddr *)&c->ep[i], (struct sockaddr *)&p))
 			return i;
 	return -1;
 }
@@ -306,9 +317,7 @@ int punch_cands_add(struct punch_cands *c, const struct sockaddr *ep, uint8_t ki
 		return -EEXIST;
 	if (c->n >= PUNCH_MAX_CANDS)
 		return -ENOSPC;
-	memset(&c->ep[c->n], 0, sizeof(c->ep[c->n]));
-	memcpy(&c->ep[c->n], ep, warp_ep_len(ep));
-	warp_ep_unmap(&c->ep[c->n]);
+	plain(&c->ep[c->n], ep);
 	c->kind[c->n] = kind;
 	return c->n++;
 }
