@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# udp_punch between real warpgate binaries in the NAT lab (10 ms per router crossing):
+# port-restricted <-> port-restricted, restricted -> port-restricted, port-restricted <->
+# symmetric-seq (the sequential side predicts its next port), symmetric-seq <-> symmetric-seq
+# (prediction on both sides), each with `--strategy udp_punch`: a direct path, the echo reply
+# and the trace.  Symmetric-random <-> symmetric-random must fail cleanly (exit 1, the reason
+# in the trace) and leave the listener serving.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$WARP_TOP/selftests/natlab/testlib.sh"
+
+natlab_setup mosquitto turnserver chronyd jq timeout
+WG=$WARP_BUILD/bin/warpgate
+[ -x "$WG" ] || skip_all "no $WG (make O=$WARP_BUILD)"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+	natlab_cleanup
+}
+trap cleanup EXIT
+
+# Sites: 1, 2 port-restricted; 3 restricted; 4, 5 symmetric-seq (delta 2, different bases
+# so their ports never coincide); 6, 7 symmetric-random.
+if ! lab up --delay 10 --servers stun,mqtt,ntp port-restricted port-restricted restricted \
+	symmetric-seq symmetric-seq,base=30000 symmetric-random symmetric-random >"$tmp/up" 2>&1; then
+	cat "$tmp/up" >&2
+	not_ok "lab up"
+	tap_done
+	exit 1
+fi
+labenv
+SRV=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --ntp "$WPG_NTP" --mqtt "$WPG_MQTT1"
+	--mqtt "$WPG_MQTT2" --no-upnp)
+
+# listen HOST NAME: starts an echo listener; its address (first stdout line) in $ADDR.
+listen() {
+	local host=$1 name=$2 i
+	mkdir -p "$tmp/$name"
+	# Not through a shell function: $! must be the listener itself (natlab execs it).
+	"$NATLAB" exec "$host" env WARPGATE_HOME="$tmp/$name" "$WG" listen "$name" --echo \
+		"${SRV[@]}" --log-level debug >"$tmp/$name.out" 2>"$tmp/$name.err" &
+	pids+=($!)
+	for ((i = 0; i < 150; i++)); do
+		[ -s "$tmp/$name.out" ] && break
+		sleep 0.1
+	done
+	ADDR=$(head -n 1 "$tmp/$name.out")
+}
+
+# connect HOST TAG ADDR: `connect --strategy udp_punch --send hi-TAG --json` into $tmp/TAG.json.
+connect() {
+	local host=$1 tag=$2 addr=$3
+	mkdir -p "$tmp/c-$tag"
+	in_ns "$host" env WARPGATE_HOME="$tmp/c-$tag" timeout 40 "$WG" connect "$addr" \
+		--strategy udp_punch --send "hi-$tag" --json --timeout 9000 "${SRV[@]}" \
+		--log-level debug >"$tmp/$tag.json" 2>"$tmp/$tag.err"
+}
+
+# punched TAG: connected by udp_punch over a direct path, the echo came back, the winning
+# attempt says which endpoint.
+punched() {
+	local j=$tmp/$1.json
+	[ "$(jq -r .connected "$j")" = true ] &&
+		[ "$(jq -r .strategy "$j")" = udp_punch ] &&
+		[ "$(jq -r .path "$j")" = direct ] &&
+		[ "$(jq -r .reply "$j")" = "echo:hi-$1" ] &&
+		jq -e '.attempts[] | select(.strategy == "udp_punch" and .outcome == "won")
+			| select(.reason | test("^via "))' "$j" >/dev/null
+}
+
+show() {
+	local j=$tmp/$1.json
+	echo "# $1: $(jq -r '"\(.strategy) \(.path) in \(.ms) ms"' "$j" 2>/dev/null);" \
+		"$(jq -r '.attempts[] | select(.strategy == "udp_punch") | .reason' "$j" 2>/dev/null |
+			head -n 1)"
+}
+
+pair() { # DESC HOST TAG ADDR
+	local desc=$1 host=$2 tag=$3 addr=$4
+	if [ -z "$addr" ]; then
+		not_ok "$desc: listener address"
+		return
+	fi
+	connect "$host" "$tag" "$addr"
+	check "$desc: exit 0" [ $? = 0 ]
+	if punched "$tag"; then
+		ok "$desc: udp_punch, direct path, echo"
+	else
+		not_ok "$desc: udp_punch, direct path, echo"
+		sed 's/^/#   /' "$tmp/$tag.json"
+		grep -v libbpf "$tmp/$tag.err" | tail -n 30 | sed 's/^/#   /'
+	fi
+	show "$tag"
+	check "$desc: within 3 s" num_between "$(jq -r .ms "$tmp/$tag.json")" 0 3000
+}
+
+listen h1a pr1 && A1=$ADDR
+listen h2a pr2 && A2=$ADDR
+listen h4a seq4 && A4=$ADDR
+listen h7a rnd7 && A7=$ADDR
+
+pair "port-restricted -> port-restricted" h1a pr-pr "$A2"
+pair "restricted -> port-restricted" h3a rc-pr "$A1"
+pair "port-restricted -> symmetric-seq" h2a pr-seq "$A4"
+pair "symmetric-seq -> port-restricted" h4a seq-pr "$A1"
+pair "symmetric-seq -> symmetric-seq" h5a seq-seq "$A4"
+
+# Both random: nothing to predict; udp_punch must say so and exit 1 quickly.
+connect h6a rnd-rnd "$A7"
+check "symmetric-random -> symmetric-random: exit 1" [ $? = 1 ]
+check "symmetric-random -> symmetric-random: not connected" \
+	[ "$(jq -r .connected "$tmp/rnd-rnd.json")" = false ]
+reason=$(jq -r '.attempts[] | select(.strategy == "udp_punch") | .reason' "$tmp/rnd-rnd.json")
+echo "# symmetric-random -> symmetric-random: $reason"
+check "symmetric-random -> symmetric-random: reason names the cause" \
+	grep -q "random ports.*turn is needed" <<<"$reason"
+
+# The listeners survived everything above and still serve.
+for p in "${pids[@]}"; do
+	check "listener $p still running" alive "$p"
+done
+pair "port-restricted -> port-restricted again" h1a pr-pr2 "$A2"
+
+tap_done
