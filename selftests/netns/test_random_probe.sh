@@ -27,7 +27,16 @@ if ! lab up --delay 10 --servers stun,mqtt,ntp port-restricted symmetric-random 
 	symmetric-random >"$tmp/up" 2>&1; then
 	cat "$tmp/up" >&2
 	not_ok "lab up"
-	tap_done
+	# Stop the listeners the way a user does; nothing may have been reported by the sanitizers
+# (when built with them) on either side, leaks included.
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+bad=$(grep -l -E "Sanitizer|runtime error" "$tmp"/*.err 2>/dev/null)
+check "no sanitizer reports${bad:+ (in: $(basename -a $bad | tr '\n' ' '))}" [ -z "$bad" ]
+for f in $bad; do grep -A 12 -E "Sanitizer|runtime error" "$f" | head -n 30 | sed 's/^/#   /'; done
+
+tap_done
 	exit 1
 fi
 labenv
@@ -125,4 +134,13 @@ check "symmetric-random -> symmetric-random: reason" grep -q "turn is needed" <<
 
 check "listeners still running" alive "$P1"
 check "hard listener still running" alive "$P2"
+# Stop the listeners the way a user does; nothing may have been reported by the sanitizers
+# (when built with them) on either side, leaks included.
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+bad=$(grep -l -E "Sanitizer|runtime error" "$tmp"/*.err 2>/dev/null)
+check "no sanitizer reports${bad:+ (in: $(basename -a $bad | tr '\n' ' '))}" [ -z "$bad" ]
+for f in $bad; do grep -A 12 -E "Sanitizer|runtime error" "$f" | head -n 30 | sed 's/^/#   /'; done
+
 tap_done

@@ -2,8 +2,8 @@
 # udp_punch between real warpgate binaries in the NAT lab (10 ms per router crossing):
 # port-restricted <-> port-restricted, restricted -> port-restricted, port-restricted <->
 # symmetric-seq (the sequential side predicts its next port), symmetric-seq <-> symmetric-seq
-# (prediction on both sides), each with `--strategy udp_punch`: a direct path, the echo reply
-# and the trace.  Symmetric-random <-> symmetric-random must fail cleanly (exit 1, the reason
+# (prediction on both sides), restricted <-> symmetric-random (peer-reflexive), each with
+# `--strategy udp_punch`: a direct path, the echo reply and the trace.  Symmetric-random <-> symmetric-random must fail cleanly (exit 1, the reason
 # in the trace) and leave the listener serving.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
@@ -29,7 +29,16 @@ if ! lab up --delay 10 --servers stun,mqtt,ntp port-restricted port-restricted r
 	symmetric-seq symmetric-seq,base=30000 symmetric-random symmetric-random >"$tmp/up" 2>&1; then
 	cat "$tmp/up" >&2
 	not_ok "lab up"
-	tap_done
+	# Stop the listeners the way a user does; nothing may have been reported by the sanitizers
+# (when built with them) on either side, leaks included.
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+bad=$(grep -l -E "Sanitizer|runtime error" "$tmp"/*.err 2>/dev/null)
+check "no sanitizer reports${bad:+ (in: $(basename -a $bad | tr '\n' ' '))}" [ -z "$bad" ]
+for f in $bad; do grep -A 12 -E "Sanitizer|runtime error" "$f" | head -n 30 | sed 's/^/#   /'; done
+
+tap_done
 	exit 1
 fi
 labenv
@@ -100,6 +109,7 @@ pair() { # DESC HOST TAG ADDR
 
 listen h1a pr1 && A1=$ADDR
 listen h2a pr2 && A2=$ADDR
+listen h3a rc3 && A3=$ADDR
 listen h4a seq4 && A4=$ADDR
 listen h7a rnd7 && A7=$ADDR
 
@@ -108,6 +118,10 @@ pair "restricted -> port-restricted" h3a rc-pr "$A1"
 pair "port-restricted -> symmetric-seq" h2a pr-seq "$A4"
 pair "symmetric-seq -> port-restricted" h4a seq-pr "$A1"
 pair "symmetric-seq -> symmetric-seq" h5a seq-seq "$A4"
+# A random port is found without prediction when the other NAT lets any port of the address
+# in: the restricted side learns it from the first probe that arrives (peer-reflexive).
+pair "restricted -> symmetric-random" h3a rc-rnd "$A7"
+pair "symmetric-random -> restricted" h6a rnd-rc "$A3"
 
 # Both random: nothing to predict; udp_punch must say so and exit 1 quickly.
 connect h6a rnd-rnd "$A7"
@@ -124,5 +138,14 @@ for p in "${pids[@]}"; do
 	check "listener $p still running" alive "$p"
 done
 pair "port-restricted -> port-restricted again" h1a pr-pr2 "$A2"
+
+# Stop the listeners the way a user does; nothing may have been reported by the sanitizers
+# (when built with them) on either side, leaks included.
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+bad=$(grep -l -E "Sanitizer|runtime error" "$tmp"/*.err 2>/dev/null)
+check "no sanitizer reports${bad:+ (in: $(basename -a $bad | tr '\n' ' '))}" [ -z "$bad" ]
+for f in $bad; do grep -A 12 -E "Sanitizer|runtime error" "$f" | head -n 30 | sed 's/^/#   /'; done
 
 tap_done
