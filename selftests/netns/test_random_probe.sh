@@ -3,7 +3,8 @@
 # port-restricted <-> symmetric-random with `--strategy random_probe`, the hard (random) side
 # connecting and the hard side listening.  Each must give a direct path and the echo in
 # under 3 s, log the computed success probability, and leave no sockets behind on the hard
-# side.  Symmetric-random <-> symmetric-random must be refused with the reason.
+# side.  Symmetric-random <-> symmetric-random must be refused with the reason.  A hard
+# listener frees its mappings when the connector cancels, and when the node closes.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
 
@@ -17,7 +18,7 @@ cleanup() {
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	rm -rf "$tmp"
+	[ -n "$KEEP" ] && cp -r "$tmp" /tmp/keep-rp; rm -rf "$tmp"
 	natlab_cleanup
 }
 trap cleanup EXIT
@@ -59,12 +60,13 @@ listen() {
 	ADDR=$(head -n 1 "$tmp/$name.out")
 }
 
-connect() { # HOST TAG ADDR
+connect() { # HOST TAG ADDR [EXTRA...]
 	local host=$1 tag=$2 addr=$3
+	shift 3
 	mkdir -p "$tmp/c-$tag"
-	in_ns "$host" env WARPGATE_HOME="$tmp/c-$tag" timeout 40 "$WG" connect "$addr" \
-		--strategy random_probe --send "hi-$tag" --json --timeout 9000 "${SRV[@]}" \
-		--log-level info >"$tmp/$tag.json" 2>"$tmp/$tag.err"
+	in_ns "$host" env WARPGATE_HOME="$tmp/c-$tag" ${WARPGATE_RP_RATE:+WARPGATE_RP_RATE=$WARPGATE_RP_RATE} \
+		timeout 40 "$WG" connect "$addr" --strategy random_probe --send "hi-$tag" --json --timeout 9000 "${SRV[@]}" \
+		--log-level info "$@" >"$tmp/$tag.json" 2>"$tmp/$tag.err"
 }
 
 # UDP sockets of a process (the hard side's mappings must be closed after the punch).
@@ -101,7 +103,7 @@ pair() { # DESC HOST TAG ADDR LISTENER_LOG
 	echo "# connector logged: $(odds "$tmp/$tag.err"); listener logged: $(odds "$llog")"
 	check "$desc: under 3 s" num_between "$ms" 0 3000
 	check "$desc: trace names the landed probe and the odds" \
-		grep -Eq '^probe [0-9]+ landed; p=[0-9.]+% for [0-9]+ mappings' <<<"$reason"
+		grep -Eq '^probe [0-9]+ landed; p=[0-9.]+% \(miss [^)]*\) for [0-9]+ mappings' <<<"$reason"
 	check "$desc: connector logged the success probability" grep -q "success probability" \
 		"$tmp/$tag.err"
 	check "$desc: listener logged the success probability" grep -q "success probability" "$llog"
@@ -134,6 +136,47 @@ check "symmetric-random -> symmetric-random: reason" grep -q "turn is needed" <<
 
 check "listeners still running" alive "$P1"
 check "hard listener still running" alive "$P2"
+
+stopped() { grep -c "stopped from outside" "$tmp/hard.err"; }
+probing() { grep -c "peer probing us" "$tmp/hard.err"; }
+
+# The connector gives up while the hard listener holds its mappings: its CANCEL must make the
+# listener close them at once, long before the listener's own time bound.  (Probing at 1/s:
+# a lucky first probe, 0.4 %, would end the session by itself, which is fine too.)
+s0=$(stopped)
+c0=$(grep -c "^peer .* connected" "$tmp/hard.err")
+WARPGATE_RP_RATE=1 connect h1a cancel "$A2" --timeout 100
+check "cancel: connector gives up (exit 1)" [ $? = 1 ]
+for ((i = 0; i < 30; i++)); do
+	[ "$(stopped)" -gt "$s0" ] && [ "$(udp_socks "$P2")" -le "$base2" ] && break
+	sleep 0.1
+done
+check "cancel: the listener stopped on the CANCEL" \
+	[ "$(stopped)" -gt "$s0" -o "$(grep -c "^peer .* connected" "$tmp/hard.err")" -gt "$c0" ]
+check "cancel: its mappings are closed ($(udp_socks "$P2") sockets, $base2 before)" \
+	[ "$(udp_socks "$P2")" -le "$base2" ]
+
+# The connector dies without a word (probing at 1/s, so nothing lands meanwhile): the
+# listener's session lives on with its mappings until the node closes, which must free them.
+p0=$(probing)
+mkdir -p "$tmp/c-dead"
+"$NATLAB" exec h1a env WARPGATE_HOME="$tmp/c-dead" WARPGATE_RP_RATE=1 "$WG" connect "$A2" \
+	--strategy random_probe --send x --timeout 9000 "${SRV[@]}" >/dev/null 2>"$tmp/dead.err" &
+cpid=$!
+for ((i = 0; i < 100; i++)); do
+	[ "$(probing)" -gt "$p0" ] && break
+	sleep 0.1
+done
+sleep 0.2
+kill -KILL "$cpid" 2>/dev/null
+wait "$cpid" 2>/dev/null
+check "killed connector: the listener still holds its mappings ($(udp_socks "$P2") sockets)" \
+	[ "$(udp_socks "$P2")" -ge $((base2 + 100)) ]
+s0=$(stopped)
+kill -TERM "$P2"
+wait "$P2"
+check "hard listener exits cleanly while holding a session" [ $? = 0 ]
+check "its session was freed by the node closing" [ "$(stopped)" -gt "$s0" ]
 # Stop the listeners the way a user does; nothing may have been reported by the sanitizers
 # (when built with them) on either side, leaks included.
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done

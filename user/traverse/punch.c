@@ -227,14 +227,28 @@ static double lchoose(double n, double k)
 	return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
 }
 
+/* ln(C(range - open, probes) / C(range, probes)): the binomials themselves are huge. */
+static double log_miss(uint32_t range, uint32_t open, uint64_t probes)
+{
+	return lchoose(range - open, (double)probes) - lchoose(range, (double)probes);
+}
+
 double punch_birthday_p(uint32_t range, uint32_t open, uint64_t probes)
 {
 	if (!range || !open || !probes)
 		return 0.0;
 	if (open >= range || probes > (uint64_t)(range - open))
 		return 1.0;
-	/* 1 - C(range - open, probes) / C(range, probes), in logs: the binomials are huge. */
-	return -expm1(lchoose(range - open, (double)probes) - lchoose(range, (double)probes));
+	return -expm1(log_miss(range, open, probes));
+}
+
+double punch_birthday_miss(uint32_t range, uint32_t open, uint64_t probes)
+{
+	if (!range || !open || !probes)
+		return 1.0;
+	if (open >= range || probes > (uint64_t)(range - open))
+		return 0.0;
+	return exp(log_miss(range, open, probes));
 }
 
 double punch_expected_probes(uint32_t range, uint32_t open)

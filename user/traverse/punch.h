@@ -86,6 +86,8 @@ void punch_ep(struct sockaddr_storage *out, const struct punch_nat *n, uint16_t 
 /* Chance that `probes` distinct random ports out of `range` hit at least one of `open` ports
  * (hypergeometric: 1 - C(range - open, probes) / C(range, probes)). */
 double punch_birthday_p(uint32_t range, uint32_t open, uint64_t probes);
+/* The chance of no hit, 1 - p, precise where p rounds to 1. */
+double punch_birthday_miss(uint32_t range, uint32_t open, uint64_t probes);
 /* Expected number of distinct probes until the first hit: (range + 1) / (open + 1). */
 double punch_expected_probes(uint32_t range, uint32_t open);
 

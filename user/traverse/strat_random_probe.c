@@ -309,18 +309,18 @@ static void fill_msg(struct warp_sig_body *b, struct warp_node *node, unsigned i
 	}
 }
 
-static double log_odds(const char *who, uint32_t range, uint32_t n, uint32_t rate, uint32_t ms,
-		       double *p)
+/* Computes and logs the odds before probing starts; *miss gets the chance of no hit. */
+static void log_odds(const char *who, uint32_t range, uint32_t n, uint32_t rate, uint32_t ms,
+		     double *miss)
 {
 	uint64_t probes = (uint64_t)rate * ms / 1000;
 	double e = punch_expected_probes(range, n);
 
-	*p = punch_birthday_p(range, n, probes);
+	*miss = punch_birthday_miss(range, n, probes);
 	pr_info("%s: %u mappings among %u ports, %llu probes (%u/s for %u ms): success "
-		"probability %.4f%%, first hit expected after %.0f probes (%.0f ms)",
-		who, n, range, (unsigned long long)probes, rate, ms, *p * 100.0, e,
-		e * 1000.0 / rate);
-	return *p;
+		"probability %.6f%% (miss %.2g), first hit expected after %.0f probes (%.0f ms)",
+		who, n, range, (unsigned long long)probes, rate, ms,
+		punch_birthday_p(range, n, probes) * 100.0, *miss, e, e * 1000.0 / rate);
 }
 
 /* Our endpoint for messages: the hard side's external address (the range's first port),
@@ -402,7 +402,7 @@ struct rp {
 	uint8_t secret[WARP_PROBE_SECRET_LEN];
 	bool handler, offered, answered, landed;
 	uint32_t n, rate, ms;  /* the numbers of the odds: mappings, probe rate, probe time */
-	double p;
+	double miss;           /* the chance of no hit */
 	uint64_t hit_pn;
 };
 
@@ -440,8 +440,8 @@ static void rp_win(struct rp *r, struct warp_pipe *pipe)
 	struct tv_attempt *a = r->a;
 
 	snprintf(a->rec->reason, sizeof(a->rec->reason),
-		 "probe %llu landed; p=%.2f%% for %u mappings, %llu probes",
-		 (unsigned long long)r->hit_pn, r->p * 100.0, r->n,
+		 "probe %llu landed; p=%.4f%% (miss %.1g) for %u mappings, %llu probes",
+		 (unsigned long long)r->hit_pn, (1.0 - r->miss) * 100.0, r->miss, r->n,
 		 (unsigned long long)((uint64_t)r->rate * r->ms / 1000));
 	rp_free(r, 0);
 	tv_won(a, pipe);
@@ -560,7 +560,7 @@ static void rp_sig(struct warp_signal *sig, const struct warp_sig_msg *m, void *
 		r->rate = rate_of_interval(m->body.interval_ms);
 		r->ms = m->body.duration_ms ? m->body.duration_ms : r->par.duration_ms;
 		log_odds("peer probing us", RP_RANGE_HI - RP_RANGE_LO + 1, r->n, r->rate, r->ms,
-			 &r->p);
+			 &r->miss);
 		warp_timer_arm_ms(r->timer, r->ms + RP_SLACK_MS);
 		return;
 	}
@@ -570,7 +570,7 @@ static void rp_sig(struct warp_signal *sig, const struct warp_sig_msg *m, void *
 	}
 	r->n = (uint32_t)m->body.port_delta;
 	log_odds("probing the peer", (uint32_t)m->body.range_hi - m->body.range_lo + 1, r->n,
-		 r->rate, r->ms, &r->p);
+		 r->rate, r->ms, &r->miss);
 	warp_timer_arm_ms(r->timer, r->ms + RP_SLACK_MS);
 	if (r->landed)
 		return; /* one of its mappings already got through to us */
@@ -589,10 +589,10 @@ static void rp_timeout(struct warp_timer *t, void *user)
 		rp_fail(r, -ETIMEDOUT, "the peer did not answer the offer");
 		return;
 	}
-	snprintf(why, sizeof(why), "no probe landed: %u mappings, %llu probes (p was %.2f%%)",
+	snprintf(why, sizeof(why), "no probe landed: %u mappings, %llu probes (p was %.4f%%)",
 		 r->n,
 		 (unsigned long long)(r->hard ? (uint64_t)r->rate * r->ms / 1000 : r->spray.sent),
-		 r->p * 100.0);
+		 (1.0 - r->miss) * 100.0);
 	rp_fail(r, -ETIMEDOUT, why);
 }
 
@@ -691,8 +691,9 @@ fail:
 
 static void rp_cancel(struct tv_attempt *a)
 {
+	/* Another attempt won, or the connect gave up (deadline, cancelled by the caller). */
 	if (a->priv)
-		rp_free(a->priv, WARP_SIG_CANCEL_DONE);
+		rp_free(a->priv, a->c->res.err ? WARP_SIG_CANCEL_ABANDONED : WARP_SIG_CANCEL_DONE);
 }
 
 /* ---------------------------------------------------------------- listener */
@@ -703,7 +704,7 @@ struct rpl {
 	struct tv_passive ps;
 	struct warp_node *node;
 	int family;
-	bool hard;
+	bool hard, ended;
 	struct rp_params par;
 	struct punch_nat us;
 	struct punch_sess sess;
@@ -718,6 +719,9 @@ static void rpl_free(struct tv_passive *ps)
 {
 	struct rpl *l = (struct rpl *)ps;
 
+	if (!l->ended)
+		pr_info("stopped from outside (CANCEL or node closing): %d mappings, %llu probes",
+			l->hs.n, (unsigned long long)l->spray.sent);
 	spray_stop(&l->spray);
 	hard_close(&l->hs);
 	if (l->dial)
@@ -731,6 +735,7 @@ static void rpl_free(struct tv_passive *ps)
 
 static void rpl_end(struct rpl *l)
 {
+	l->ended = true;
 	tv_passive_del(&l->ps);
 	rpl_free(&l->ps);
 }
@@ -805,7 +810,7 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 	struct rpl *l;
 	const char *why = "cannot probe";
 	uint32_t ms, rate;
-	double p;
+	double miss;
 	int err;
 
 	if (m->body.transport != WARP_SIG_UDP || !m->body.neps) {
@@ -860,7 +865,7 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 		}
 		log_odds("peer probing us", RP_RANGE_HI - RP_RANGE_LO + 1, (uint32_t)l->hs.n,
 			 rate_of_interval(m->body.interval_ms),
-			 m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms, &p);
+			 m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms, &miss);
 		ms = m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms;
 		if (ms > RP_MAX_MS)
 			ms = RP_MAX_MS;
@@ -885,7 +890,7 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 	free(ans);
 	if (!l->hard) {
 		log_odds("probing the peer", (uint32_t)m->body.range_hi - m->body.range_lo + 1,
-			 (uint32_t)m->body.port_delta, rate, ms, &p);
+			 (uint32_t)m->body.port_delta, rate, ms, &miss);
 		if (spray_start(&l->spray, node, &l->sess, (struct sockaddr *)&peer_ep,
 				m->body.range_lo, m->body.range_hi, rate, ms)) {
 			rpl_end(l);

@@ -478,8 +478,9 @@ fail:
 
 static void up_cancel(struct tv_attempt *a)
 {
+	/* Another attempt won, or the connect gave up (deadline, cancelled by the caller). */
 	if (a->priv)
-		up_free(a->priv, WARP_SIG_CANCEL_DONE);
+		up_free(a->priv, a->c->res.err ? WARP_SIG_CANCEL_ABANDONED : WARP_SIG_CANCEL_DONE);
 }
 
 /* ---------------------------------------------------------------- listener */
