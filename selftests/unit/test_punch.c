@@ -55,20 +55,20 @@ static struct punch_nat nat_of(struct warp_addr_route r)
 	return n;
 }
 
-#define FULL_CONE                                                                                  \
-	nat_of(route(WARP_ADDR_NAT_FULL_CONE, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_EI,                 \
+#define FULL_CONE                                                                 \
+	nat_of(route(WARP_ADDR_NAT_FULL_CONE, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_EI, \
 		     WARP_ADDR_DELTA_EQUAL, 0, 4500))
-#define RESTRICTED                                                                                 \
-	nat_of(route(WARP_ADDR_NAT_RESTRICTED, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_AD,                \
+#define RESTRICTED                                                                 \
+	nat_of(route(WARP_ADDR_NAT_RESTRICTED, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_AD, \
 		     WARP_ADDR_DELTA_EQUAL, 0, 4500))
-#define PORT_RESTRICTED                                                                            \
-	nat_of(route(WARP_ADDR_NAT_PORT_RESTRICTED, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_APD,          \
+#define PORT_RESTRICTED                                                                  \
+	nat_of(route(WARP_ADDR_NAT_PORT_RESTRICTED, WARP_ADDR_BEH_EI, WARP_ADDR_BEH_APD, \
 		     WARP_ADDR_DELTA_EQUAL, 0, 4500))
-#define SYM_SEQ                                                                                    \
-	nat_of(route(WARP_ADDR_NAT_SYMMETRIC, WARP_ADDR_BEH_APD, WARP_ADDR_BEH_APD,               \
+#define SYM_SEQ                                                                     \
+	nat_of(route(WARP_ADDR_NAT_SYMMETRIC, WARP_ADDR_BEH_APD, WARP_ADDR_BEH_APD, \
 		     WARP_ADDR_DELTA_INDEPENDENT, 2, 0))
-#define SYM_RANDOM                                                                                 \
-	nat_of(route(WARP_ADDR_NAT_SYMMETRIC, WARP_ADDR_BEH_APD, WARP_ADDR_BEH_APD,               \
+#define SYM_RANDOM                                                                  \
+	nat_of(route(WARP_ADDR_NAT_SYMMETRIC, WARP_ADDR_BEH_APD, WARP_ADDR_BEH_APD, \
 		     WARP_ADDR_DELTA_RANDOM, 0, 0))
 
 static struct punch_nat blocked(void)
@@ -92,8 +92,9 @@ static void test_classes(void **state)
 	assert_int_equal(SYM_RANDOM.cls, PUNCH_SYM_RANDOM);
 	assert_int_equal(blocked().cls, PUNCH_BLOCKED);
 	/* Classic type only (no RFC 4787 behaviour), as an older address carries it. */
-	assert_int_equal(nat_of(route(WARP_ADDR_NAT_SYMMETRIC, 0, 0, WARP_ADDR_DELTA_NONE, 0, 0)).cls,
-			 PUNCH_SYM_RANDOM);
+	assert_int_equal(
+		nat_of(route(WARP_ADDR_NAT_SYMMETRIC, 0, 0, WARP_ADDR_DELTA_NONE, 0, 0)).cls,
+		PUNCH_SYM_RANDOM);
 	assert_int_equal(nat_of(route(WARP_ADDR_NAT_PORT_RESTRICTED, 0, 0, 0, 0, 4500)).cls,
 			 PUNCH_EIM);
 	/* Not classified yet: a published external port means one mapping for all. */
@@ -229,7 +230,7 @@ static double brute(uint32_t range, uint32_t open, uint64_t probes)
 static void test_birthday(void **state)
 {
 	static const uint32_t cases[][3] = {
-		{ 10, 1, 1 },	    { 10, 1, 5 },	{ 4, 2, 2 },	   { 1000, 10, 100 },
+		{ 10, 1, 1 },	     { 10, 1, 5 },	   { 4, 2, 2 },		{ 1000, 10, 100 },
 		{ 64512, 256, 100 }, { 64512, 256, 1024 }, { 64512, 16, 3000 }, { 60000, 1, 59999 },
 	};
 	double prev = 0;
@@ -256,6 +257,13 @@ static void test_birthday(void **state)
 		prev = v;
 	}
 	assert_true(fabs(punch_expected_probes(64512, 256) - 64513.0 / 257.0) < 1e-9);
+	/* The miss chance stays precise where p rounds to 1. */
+	assert_true(punch_birthday_p(64512, 256, 10000) == 1.0);
+	assert_true(punch_birthday_miss(64512, 256, 10000) > 1e-20);
+	assert_true(punch_birthday_miss(64512, 256, 10000) < 1e-17);
+	assert_true(fabs(punch_birthday_miss(4, 2, 2) - 1.0 / 6.0) < 1e-12);
+	assert_true(punch_birthday_miss(10, 1, 10) == 0.0);
+	assert_true(punch_birthday_miss(10, 1, 0) == 1.0);
 }
 
 static void test_perm(void **state)
@@ -272,7 +280,8 @@ static void test_perm(void **state)
 
 			memset(seen, 0, 65536);
 			/* Multipliers sharing factors with n must be moved to coprime ones. */
-			punch_perm_init(&p, los[c], his[c], seed * 2 * 3 * 7 * 64 + seed, seed * 977);
+			punch_perm_init(&p, los[c], his[c], seed * 2 * 3 * 7 * 64 + seed,
+					seed * 977);
 			while ((port = punch_perm_next(&p))) {
 				assert_true(port >= los[c] && port <= his[c]);
 				assert_false(seen[port]);
@@ -301,7 +310,9 @@ static void test_cands(void **state)
 {
 	struct punch_cands c = { 0 };
 	struct sockaddr_storage a, b, m;
-	uint8_t mapped[16] = { [10] = 0xff, [11] = 0xff, [12] = 198, [13] = 18, [14] = 1, [15] = 2 };
+	uint8_t mapped[16] = {
+		[10] = 0xff, [11] = 0xff, [12] = 198, [13] = 18, [14] = 1, [15] = 2
+	};
 
 	warp_ep_parse("198.18.1.2:20002", 0, &a);
 	warp_ep_parse("198.18.1.2:20004", 0, &b);
@@ -326,10 +337,10 @@ static void test_cands(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_classes),	      cmocka_unit_test(test_predict),
-		cmocka_unit_test(test_udp_matrix),    cmocka_unit_test(test_random_matrix),
-		cmocka_unit_test(test_birthday),      cmocka_unit_test(test_perm),
-		cmocka_unit_test(test_pace),	      cmocka_unit_test(test_cands),
+		cmocka_unit_test(test_classes),	   cmocka_unit_test(test_predict),
+		cmocka_unit_test(test_udp_matrix), cmocka_unit_test(test_random_matrix),
+		cmocka_unit_test(test_birthday),   cmocka_unit_test(test_perm),
+		cmocka_unit_test(test_pace),	   cmocka_unit_test(test_cands),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

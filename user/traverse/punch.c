@@ -105,8 +105,11 @@ void punch_nat_from_route(struct punch_nat *n, const struct warp_addr_route *r)
 
 const char *punch_class_name(enum punch_class c)
 {
-	static const char *const names[] = { "unknown", "open", "endpoint-independent",
-					     "symmetric (predictable)", "symmetric (random)",
+	static const char *const names[] = { "unknown",
+					     "open",
+					     "endpoint-independent",
+					     "symmetric (predictable)",
+					     "symmetric (random)",
 					     "UDP blocked" };
 
 	return (unsigned int)c < WARP_ARRAY_SIZE(names) ? names[c] : "?";
@@ -183,17 +186,19 @@ const char *punch_udp_infeasible(const struct punch_nat *us, const struct punch_
 	if (!peer->has_ext)
 		return "the peer's address has no external address";
 	if (us->cls == PUNCH_SYM_RANDOM && peer->cls == PUNCH_SYM_RANDOM)
-		return "both sides symmetric with random ports: no prediction possible (turn is needed)";
+		return "both sides symmetric with random ports: "
+		       "no prediction possible (turn is needed)";
 	if ((us->cls == PUNCH_SYM_RANDOM && peer->cls == PUNCH_SYM_PRED) ||
 	    (us->cls == PUNCH_SYM_PRED && peer->cls == PUNCH_SYM_RANDOM))
 		return "one side symmetric with random ports, the other symmetric: no prediction "
 		       "possible (turn is needed)";
 	/* A random port is found only if the other side lets any port of that address in. */
 	if (peer->cls == PUNCH_SYM_RANDOM && filters_port(us))
-		return "peer symmetric with random ports and our NAT filters by port (random_probe)";
+		return "peer symmetric with random ports and our NAT filters by port: "
+		       "random_probe's case";
 	if (us->cls == PUNCH_SYM_RANDOM && filters_port(peer))
-		return "we are symmetric with random ports and the peer filters by port "
-		       "(random_probe)";
+		return "we are symmetric with random ports and the peer filters by port: "
+		       "random_probe's case";
 	return NULL;
 }
 

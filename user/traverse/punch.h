@@ -33,21 +33,21 @@ struct punch_node;
 
 enum punch_class {
 	PUNCH_UNKNOWN = 0,
-	PUNCH_OPEN,      /* public address, no translation (a firewall may still filter) */
-	PUNCH_EIM,       /* one external port for every destination: the reflexive endpoint */
-	PUNCH_SYM_PRED,  /* a new port per destination, predictable from the delta type */
+	PUNCH_OPEN,	  /* public address, no translation (a firewall may still filter) */
+	PUNCH_EIM,	  /* one external port for every destination: the reflexive endpoint */
+	PUNCH_SYM_PRED,	  /* a new port per destination, predictable from the delta type */
 	PUNCH_SYM_RANDOM, /* a new port per destination, random */
-	PUNCH_BLOCKED,   /* no UDP */
+	PUNCH_BLOCKED,	  /* no UDP */
 };
 
 struct punch_nat {
 	enum punch_class cls;
-	uint8_t nat;         /* enum warp_addr_nat */
-	uint8_t filtering;   /* enum warp_addr_behaviour */
-	uint8_t delta_type;  /* enum warp_addr_delta */
+	uint8_t nat;	    /* enum warp_addr_nat */
+	uint8_t filtering;  /* enum warp_addr_behaviour */
+	uint8_t delta_type; /* enum warp_addr_delta */
 	int32_t delta_value;
 	bool has_ext;
-	uint8_t family;      /* 4 or 6 */
+	uint8_t family; /* 4 or 6 */
 	uint8_t ext_addr[16];
 	uint16_t ext_port;   /* reflexive port when EIM (0: unknown) */
 	uint16_t local_port; /* the node's UDP port */

@@ -44,20 +44,20 @@
 
 #define RP_SOCKETS     256
 #define RP_MAX_SOCKETS 1024
-#define RP_FD_RESERVE  128   /* descriptors left for everything else */
-#define RP_RANGE_LO    1024  /* where NATs put random ports */
+#define RP_FD_RESERVE  128  /* descriptors left for everything else */
+#define RP_RANGE_LO    1024 /* where NATs put random ports */
 #define RP_RANGE_HI    65535
-#define RP_RATE	       2000  /* probes per second */
-#define RP_MAX_RATE    8000  /* whatever a peer asks */
-#define RP_BATCH       4     /* probes per INTERVAL_MS on the wire */
+#define RP_RATE	       2000 /* probes per second */
+#define RP_MAX_RATE    8000 /* whatever a peer asks */
+#define RP_BATCH       4    /* probes per INTERVAL_MS on the wire */
 #define RP_DURATION_MS 5000
 #define RP_MAX_MS      10000
 #define RP_ANSWER_MS   4000
-#define RP_SLACK_MS    1500  /* after probing ends: the handshake through the hit */
+#define RP_SLACK_MS    1500 /* after probing ends: the handshake through the hit */
 #define RP_TICK_MS     5
-#define RP_BURST       64    /* probes at most per tick */
+#define RP_BURST       64 /* probes at most per tick */
 #define RP_RTO_MS      50
-#define RP_MAX_PASSIVE 2     /* concurrent listener sessions per process */
+#define RP_MAX_PASSIVE 2 /* concurrent listener sessions per process */
 
 /* Tunables, from the environment for experiments (WARPGATE_RP_SOCKETS, _RATE, _MS). */
 struct rp_params {
@@ -141,8 +141,8 @@ static void hard_io(struct warp_loop *loop, int fd, unsigned int events, void *u
 	for (int i = 0; i < 8; i++) {
 		struct sockaddr_storage src;
 		socklen_t sl = sizeof(src);
-		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&src,
-				     &sl);
+		ssize_t n =
+			recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&src, &sl);
 
 		if (n <= 0)
 			return;
@@ -167,8 +167,8 @@ static void hard_close(struct rp_hard *h)
 }
 
 /* Opens up to want sockets, each sending one probe to target.  Returns how many. */
-static int hard_open(struct rp_hard *h, struct warp_node *node, struct punch_sess *sess,
-		     int family, uint32_t want, const struct sockaddr *target)
+static int hard_open(struct rp_hard *h, struct warp_node *node, struct punch_sess *sess, int family,
+		     uint32_t want, const struct sockaddr *target)
 {
 	struct sockaddr_storage any = { 0 };
 	int budget = fd_budget();
@@ -401,8 +401,8 @@ struct rp {
 	uint8_t attempt[WARP_SIG_ID_LEN];
 	uint8_t secret[WARP_PROBE_SECRET_LEN];
 	bool handler, offered, answered, landed;
-	uint32_t n, rate, ms;  /* the numbers of the odds: mappings, probe rate, probe time */
-	double miss;           /* the chance of no hit */
+	uint32_t n, rate, ms; /* the numbers of the odds: mappings, probe rate, probe time */
+	double miss;	      /* the chance of no hit */
 	uint64_t hit_pn;
 };
 
@@ -503,8 +503,8 @@ static int dial_from(struct warp_node *node, struct rp_hard *h, int fd, const st
 	return 0;
 }
 
-static void rp_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, int fd,
-		  uint64_t pn, void *user)
+static void rp_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, int fd, uint64_t pn,
+		  void *user)
 {
 	struct rp *r = user;
 	char ep[WARP_EP_STRLEN];
@@ -589,8 +589,7 @@ static void rp_timeout(struct warp_timer *t, void *user)
 		rp_fail(r, -ETIMEDOUT, "the peer did not answer the offer");
 		return;
 	}
-	snprintf(why, sizeof(why), "no probe landed: %u mappings, %llu probes (p was %.4f%%)",
-		 r->n,
+	snprintf(why, sizeof(why), "no probe landed: %u mappings, %llu probes (p was %.4f%%)", r->n,
 		 (unsigned long long)(r->hard ? (uint64_t)r->rate * r->ms / 1000 : r->spray.sent),
 		 (1.0 - r->miss) * 100.0);
 	rp_fail(r, -ETIMEDOUT, why);
@@ -662,7 +661,8 @@ static int rp_start(struct tv_attempt *a)
 		goto fail;
 	if (r->hard) {
 		/* Mappings first, so they exist when the peer's probes arrive. */
-		punch_ep(&target, &r->peer, r->peer.ext_port ? r->peer.ext_port : r->peer.local_port);
+		punch_ep(&target, &r->peer,
+			 r->peer.ext_port ? r->peer.ext_port : r->peer.local_port);
 		err = hard_open(&r->hs, r->node, &r->sess, r->family, r->par.sockets,
 				(struct sockaddr *)&target);
 		if (err <= 0) {
@@ -841,7 +841,7 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 	/* Our own limits bound what the peer may ask (probing is traffic towards an address
 	 * only the peer vouches for). */
 	ms = m->body.duration_ms && m->body.duration_ms < l->par.duration_ms ? m->body.duration_ms
-									       : l->par.duration_ms;
+									     : l->par.duration_ms;
 	rate = l->par.rate;
 	ans = calloc(1, sizeof(*ans));
 	l->timer = warp_timer_new(node->loop, rpl_timeout, l);

@@ -48,8 +48,7 @@ struct up;
 struct up_dial {
 	struct up *u;
 	int idx;
-	struct pipe_dial *d[2];
-	bool boosted;
+	struct pipe_dial *d;
 };
 
 enum up_state { UP_SAMPLING, UP_OFFER_DUE, UP_OFFERED, UP_ANSWERED };
@@ -68,25 +67,23 @@ struct up {
 	bool handler, offered;
 	int last_err;
 	struct punch_cands cands; /* the peer's */
-	struct up_dial dials[PUNCH_MAX_CANDS];
+	struct up_dial dials[PUNCH_MAX_CANDS][2];
 };
 
 /* ---------------------------------------------------------------- shared */
 
 /* Our endpoints for a message: reflexive, predicted from a sample, or a guess. */
-static int own_eps(struct warp_sig_body *b, struct warp_node *node, int family,
-		   const struct punch_nat *us, uint16_t sample)
+static int own_eps(struct warp_sig_body *b, const struct punch_nat *us, uint16_t sample)
 {
 	uint16_t ports[PUNCH_WINDOW];
-	unsigned int kind = us->cls == PUNCH_SYM_PRED ? WARP_SIG_EP_PREDICTED
-			    : us->cls == PUNCH_SYM_RANDOM ? WARP_SIG_EP_PREDICTED
-							  : WARP_SIG_EP_REFLEXIVE;
+	bool sym = us->cls == PUNCH_SYM_PRED || us->cls == PUNCH_SYM_RANDOM;
+	unsigned int kind = sym ? WARP_SIG_EP_PREDICTED : WARP_SIG_EP_REFLEXIVE;
 	int n = punch_predict(us, sample, ports, PUNCH_WINDOW);
 
-	if (!us->has_ext)
-		return -WARP_EMISSING;
 	if (!n) /* random ports: the address still lets a restricted peer open up to us */
 		ports[n++] = us->local_port;
+	if (!us->has_ext || !ports[0])
+		return -WARP_EMISSING;
 	for (int i = 0; i < n; i++) {
 		struct sockaddr_storage ep;
 		struct warp_sig_ep e;
@@ -174,7 +171,8 @@ static void up_plan(struct warp_connect *c)
 	}
 	if (!planned) {
 		combo.rroute = -1;
-		tv_skip(c, &tv_udp_punch, &combo, "no address family with external facts in common");
+		tv_skip(c, &tv_udp_punch, &combo,
+			"no address family with external facts in common");
 	}
 }
 
@@ -192,8 +190,8 @@ static void up_free(struct up *u, uint16_t cancel_code)
 	punch_sess_stop(&u->sess);
 	for (int i = 0; i < PUNCH_MAX_CANDS; i++)
 		for (int k = 0; k < 2; k++)
-			if (u->dials[i].d[k])
-				pipe_dial_cancel(u->dials[i].d[k]);
+			if (u->dials[i][k].d)
+				pipe_dial_cancel(u->dials[i][k].d);
 	warp_timer_free(u->timer);
 	warp_timer_free(u->tick);
 	u->a->priv = NULL;
@@ -213,7 +211,7 @@ static void dialed(struct warp_pipe *pipe, int err, void *user);
 
 static void dial(struct up *u, int i, int k)
 {
-	struct up_dial *d = &u->dials[i];
+	struct up_dial *d = &u->dials[i][k];
 	struct pipe_dial_opts o = { 0 };
 	struct pipe_path *path;
 
@@ -228,9 +226,8 @@ static void dial(struct up *u, int i, int k)
 	if (!path)
 		return;
 	path->cls = WARP_PATH_DIRECT;
-	/* The slot is in the user pointer's low bit (struct up_dial is aligned). */
-	d->d[k] = pipe_dial(u->node, path, &o, dialed, (void *)((uintptr_t)d | (uintptr_t)k));
-	if (!d->d[k])
+	d->d = pipe_dial(u->node, path, &o, dialed, d);
+	if (!d->d)
 		pipe_path_free(path);
 }
 
@@ -250,12 +247,12 @@ static void add_cand(struct up *u, const struct sockaddr *ep, uint8_t kind)
 
 static void dialed(struct warp_pipe *pipe, int err, void *user)
 {
-	struct up_dial *d = (struct up_dial *)((uintptr_t)user & ~(uintptr_t)1);
+	struct up_dial *d = user;
 	struct up *u = d->u;
 	struct tv_attempt *a = u->a;
 	char ep[WARP_EP_STRLEN];
 
-	d->d[(uintptr_t)user & 1] = NULL; /* the pipe layer freed it */
+	d->d = NULL; /* the pipe layer freed it */
 	if (!pipe) {
 		/* The window timer ends the attempt; remember why for its reason. */
 		if (err != -ETIMEDOUT)
@@ -269,8 +266,8 @@ static void dialed(struct warp_pipe *pipe, int err, void *user)
 	tv_won(a, pipe);
 }
 
-static void up_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, int fd,
-		  uint64_t pn, void *user)
+static void up_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, int fd, uint64_t pn,
+		  void *user)
 {
 	struct up *u = user;
 	int i = punch_cands_find(&u->cands, src);
@@ -281,10 +278,8 @@ static void up_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, 
 		return;
 	}
 	/* Evidence that the path is open: an INIT goes now, not at the next retransmission. */
-	if (!u->dials[i].boosted) {
-		u->dials[i].boosted = true;
+	if (!u->dials[i][1].u)
 		dial(u, i, 1);
-	}
 }
 
 static void add_from_msg(struct up *u, const struct warp_sig_msg *m)
@@ -385,7 +380,7 @@ static void offer(struct up *u, uint16_t sample)
 		    UP_LISTEN_TICK_MS);
 	m->body.present |= WARP_SIGF_TEXT;
 	snprintf(m->body.text, sizeof(m->body.text), "%s", tv_udp_punch.name);
-	err = own_eps(&m->body, u->node, u->family, &u->us, sample);
+	err = own_eps(&m->body, &u->us, sample);
 	if (err < 0)
 		goto fail;
 	if (!warp_signal_on_attempt(sig, u->attempt, up_sig, u))
@@ -577,7 +572,7 @@ static void upl_go(struct upl *l, uint16_t sample)
 		goto fail;
 	fill_common(&ans->body, l->node, WARP_SIG_ROLE_RESPONDER, l->offer->body.secret,
 		    l->duration_ms, UP_LISTEN_TICK_MS);
-	err = own_eps(&ans->body, l->node, l->family, &l->us, sample);
+	err = own_eps(&ans->body, &l->us, sample);
 	if (err < 0)
 		goto fail;
 	err = warp_signal_reply(sig, l->offer, ans);
