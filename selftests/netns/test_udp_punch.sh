@@ -60,12 +60,14 @@ listen() {
 	ADDR=$(head -n 1 "$tmp/$name.out")
 }
 
-# connect HOST TAG ADDR: `connect --strategy udp_punch --send hi-TAG --json` into $tmp/TAG.json.
+# connect HOST TAG ADDR [STRATEGY]: `connect --strategy udp_punch --send hi-TAG --json` into
+# $tmp/TAG.json ("all": every strategy).
 connect() {
-	local host=$1 tag=$2 addr=$3
+	local host=$1 tag=$2 addr=$3 st=${4:-udp_punch}
 	mkdir -p "$tmp/c-$tag"
-	in_ns "$host" env WARPGATE_HOME="$tmp/c-$tag" timeout 40 "$WG" connect "$addr" \
-		--strategy udp_punch --send "hi-$tag" --json --timeout 9000 "${SRV[@]}" \
+	[ "$st" = all ] && st= || st="--strategy=$st"
+	in_ns "$host" env WARPGATE_HOME="$tmp/c-$tag" timeout 40 "$WG" connect "$addr" $st \
+		--send "hi-$tag" --json --timeout 9000 "${SRV[@]}" \
 		--log-level debug >"$tmp/$tag.json" 2>"$tmp/$tag.err"
 }
 
@@ -122,6 +124,16 @@ pair "symmetric-seq -> symmetric-seq" h5a seq-seq "$A4"
 # in: the restricted side learns it from the first probe that arrives (peer-reflexive).
 pair "restricted -> symmetric-random" h3a rc-rnd "$A7"
 pair "symmetric-random -> restricted" h6a rnd-rc "$A3"
+
+# Every strategy at once: direct_connect's dial to the peer's guessed endpoint takes a port
+# of our sequential NAT between our sample and our first packets; the second sample must
+# find the shift and still meet the peer's mappings.
+connect h5a seq-seq-all "$A4" all
+check "all strategies, symmetric-seq -> symmetric-seq: exit 0" [ $? = 0 ]
+check "all strategies, symmetric-seq -> symmetric-seq: direct path, echo" \
+	[ "$(jq -r '"\(.path) \(.reply)"' "$tmp/seq-seq-all.json")" = "direct echo:hi-seq-seq-all" ]
+echo "# all strategies, seq-seq: $(jq -r '"\(.strategy) in \(.ms) ms"' "$tmp/seq-seq-all.json");" \
+	"$(grep -o "handed out.*" "$tmp/seq-seq-all.err")"
 
 # Both random: nothing to predict; udp_punch must say so and exit 1 quickly.
 connect h6a rnd-rnd "$A7"

@@ -122,13 +122,20 @@ static void test_predict(void **state)
 	uint16_t p[PUNCH_WINDOW];
 
 	assert_true(punch_needs_sample(&n));
-	assert_int_equal(punch_predict(&n, 20010, p, PUNCH_WINDOW), 5);
-	for (int i = 0; i < 5; i++)
+	assert_int_equal(punch_predict(&n, 20010, p, PUNCH_WINDOW), PUNCH_WINDOW);
+	for (int i = 0; i < PUNCH_WINDOW; i++)
 		assert_int_equal(p[i], 20010 + 2 * (i + 1));
+	/* A second sample right after the first took index 0: the next mapping is index 1;
+	 * two foreign mappings in between push it to 3. */
+	assert_int_equal(punch_drift_index(&n, 20010, 20012), 1);
+	assert_int_equal(punch_drift_index(&n, 20010, 20016), 3);
+	assert_int_equal(punch_drift_index(&n, 20010, 20010), -1);
+	assert_int_equal(punch_drift_index(&n, 20010, 20013), -1);
+	assert_int_equal(punch_drift_index(&n, 20010, 20000), -1);
 	/* Without a sample a sequential NAT cannot be predicted. */
 	assert_int_equal(punch_predict(&n, 0, p, PUNCH_WINDOW), 0);
 	/* Ports past 65535 are dropped, not wrapped into nonsense. */
-	assert_int_equal(punch_predict(&n, 65531, p, PUNCH_WINDOW), 2);
+	assert_int_equal(punch_predict(&n, 65531, p, 5), 2);
 	assert_int_equal(p[0], 65533);
 	assert_int_equal(p[1], 65535);
 	n.delta_value = -3;
@@ -157,6 +164,7 @@ static void test_predict(void **state)
 	assert_false(punch_needs_sample(&n));
 	assert_int_equal(punch_predict(&n, 0, p, PUNCH_WINDOW), 1);
 	assert_int_equal(p[0], 4500);
+	assert_int_equal(punch_drift_index(&n, 4500, 4502), -1);
 	n = SYM_RANDOM;
 	assert_false(punch_needs_sample(&n));
 	assert_int_equal(punch_predict(&n, 20010, p, PUNCH_WINDOW), 0);

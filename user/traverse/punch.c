@@ -164,6 +164,16 @@ int punch_predict(const struct punch_nat *n, uint16_t last_port, uint16_t *out, 
 	return 0;
 }
 
+int punch_drift_index(const struct punch_nat *n, uint16_t first, uint16_t second)
+{
+	long d = n->delta_value, gap = (long)second - (long)first;
+
+	if (!punch_needs_sample(n) || !d || !first || !second || gap % d || gap / d <= 0)
+		return -1;
+	/* Index i of the list is first + (i + 1) * d; the next mapping is second + d. */
+	return (int)(gap / d);
+}
+
 static bool sym(const struct punch_nat *n)
 {
 	return n->cls == PUNCH_SYM_PRED || n->cls == PUNCH_SYM_RANDOM;

@@ -59,12 +59,19 @@ const char *punch_class_name(enum punch_class c);
 /* True when predicting needs the port of the NAT's latest allocation (a sample). */
 bool punch_needs_sample(const struct punch_nat *n);
 
-#define PUNCH_WINDOW 5 /* predicted ports per sequential side */
+/* Predicted ports per sequential side: the next mapping and a few after it, in case other
+ * traffic takes some first. */
+#define PUNCH_WINDOW 8
 
 /* External ports the node socket's next mappings will likely get, most likely first:
  * EQUAL -> the local port, PRESERVING -> local + offset, INDEPENDENT / DEPENDENT ->
  * last + k * delta for k = 1..max.  Returns how many (0: unpredictable). */
 int punch_predict(const struct punch_nat *n, uint16_t last_port, uint16_t *out, int max);
+
+/* After a second sample: the index, in the list punch_predict() made from the first sample,
+ * of the port our next new mapping will get (the second sample took one; other traffic may
+ * have taken more).  -1 when the two samples do not fit the delta. */
+int punch_drift_index(const struct punch_nat *n, uint16_t first, uint16_t second);
 
 /* NULL when udp_punch can connect this pair, else why not (for the trace). */
 const char *punch_udp_infeasible(const struct punch_nat *us, const struct punch_nat *peer);

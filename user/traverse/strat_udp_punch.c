@@ -61,11 +61,13 @@ struct up {
 	struct punch_nat us, peer;
 	struct punch_sess sess;
 	struct punch_sample *sample;
+	uint16_t sample_port;
 	struct warp_timer *timer, *tick;
 	uint8_t attempt[WARP_SIG_ID_LEN];
 	uint8_t secret[WARP_PROBE_SECRET_LEN];
 	bool handler, offered;
 	int last_err;
+	struct warp_sig_body *pending; /* the answer, while we sample again */
 	struct punch_cands cands; /* the peer's */
 	struct up_dial dials[PUNCH_MAX_CANDS][2];
 };
@@ -183,6 +185,7 @@ static void up_free(struct up *u, uint16_t cancel_code)
 	struct warp_signal *sig = node_signal(u->node);
 
 	punch_sample_cancel(u->sample);
+	free(u->pending);
 	if (u->handler && sig)
 		warp_signal_off_attempt(sig, u->attempt);
 	if (u->offered && cancel_code)
@@ -282,16 +285,50 @@ static void up_rx(struct punch_sess *s, bool reply, const struct sockaddr *src, 
 		dial(u, i, 1);
 }
 
-static void add_from_msg(struct up *u, const struct warp_sig_msg *m)
+/* The peer's endpoints from index `from` on, in its order. */
+static void add_eps(struct up *u, const struct warp_sig_body *b, unsigned int from)
 {
-	for (unsigned int k = 0; k < m->body.neps; k++) {
+	for (unsigned int k = from; k < b->neps; k++) {
 		struct sockaddr_storage ep;
 
-		if (m->body.eps[k].family != (u->family == AF_INET6 ? 6 : 4))
+		if (b->eps[k].family != (u->family == AF_INET6 ? 6 : 4))
 			continue;
-		tv_sig_ep_addr(&m->body.eps[k], &ep);
-		add_cand(u, (struct sockaddr *)&ep, m->body.eps[k].kind);
+		tv_sig_ep_addr(&b->eps[k], &ep);
+		add_cand(u, (struct sockaddr *)&ep, b->eps[k].kind);
 	}
+}
+
+static unsigned int npredicted(const struct warp_sig_body *b)
+{
+	unsigned int n = 0;
+
+	for (unsigned int k = 0; k < b->neps; k++)
+		n += b->eps[k].kind == WARP_SIG_EP_PREDICTED;
+	return n;
+}
+
+/* Both sides sequential: the peer opened its k-th new mapping towards our k-th predicted
+ * port, so its k-th endpoint only works from that port of ours.  Anything our NAT handed out
+ * since our sample (other attempts, other hosts) shifted our sequence: the second sample
+ * says by how much, and we skip the pairs we can no longer meet. */
+static void resampled(int err, uint16_t port, void *user)
+{
+	struct up *u = user;
+	struct warp_sig_body *b = u->pending;
+	int idx = err ? -1 : punch_drift_index(&u->us, u->sample_port, port);
+
+	u->sample = NULL;
+	u->pending = NULL;
+	if (idx < 0) {
+		pr_debug("second sample unusable (%s): trying every pair",
+			 err ? warp_strerror(err) : "off the delta");
+		idx = 0;
+	} else if (idx > 1) {
+		pr_info("our NAT handed out %d port%s to other traffic since the sample", idx - 1,
+			idx == 2 ? "" : "s");
+	}
+	add_eps(u, b, (unsigned int)idx);
+	free(b);
 }
 
 static void up_sig(struct warp_signal *sig, const struct warp_sig_msg *m, void *user)
@@ -307,7 +344,18 @@ static void up_sig(struct warp_signal *sig, const struct warp_sig_msg *m, void *
 			return;
 		u->state = UP_ANSWERED;
 		warp_timer_arm_ms(u->timer, UP_WINDOW_MS);
-		add_from_msg(u, m);
+		if (punch_needs_sample(&u->us) && npredicted(&m->body) > 1) {
+			u->pending = malloc(sizeof(*u->pending));
+			if (u->pending) {
+				memcpy(u->pending, &m->body, sizeof(*u->pending));
+				u->sample = punch_sample_start(u->node, u->family, resampled, u);
+				if (u->sample)
+					break;
+				free(u->pending);
+				u->pending = NULL;
+			}
+		}
+		add_eps(u, &m->body, 0);
 		break;
 	case WARP_SIG_ERROR:
 		snprintf(why, sizeof(why), "peer refused: %.80s",
@@ -424,6 +472,7 @@ static void sampled(int err, uint16_t port, void *user)
 		return;
 	}
 	pr_debug("our NAT allocated port %u last", port);
+	u->sample_port = port;
 	offer(u, port);
 }
 
