@@ -68,7 +68,7 @@ struct up {
 	bool handler, offered;
 	int last_err;
 	struct warp_sig_body *pending; /* the answer, while we sample again */
-	struct punch_cands cands; /* the peer's */
+	struct punch_cands cands;      /* the peer's */
 	struct up_dial dials[PUNCH_MAX_CANDS][2];
 };
 
