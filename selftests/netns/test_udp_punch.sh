@@ -3,7 +3,8 @@
 # port-restricted <-> port-restricted, restricted -> port-restricted, port-restricted <->
 # symmetric-seq (the sequential side predicts its next port), symmetric-seq <-> symmetric-seq
 # (prediction on both sides), restricted <-> symmetric-random (peer-reflexive), each with
-# `--strategy udp_punch`: a direct path, the echo reply and the trace.  Symmetric-random <-> symmetric-random must fail cleanly (exit 1, the reason
+# `--strategy udp_punch`: a direct path, the echo reply and the trace; the same with every
+# strategy racing (second sample); symmetric-random pairs over IPv6 when they have it.  Symmetric-random <-> symmetric-random must fail cleanly (exit 1, the reason
 # in the trace) and leave the listener serving.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
@@ -24,9 +25,10 @@ cleanup() {
 trap cleanup EXIT
 
 # Sites: 1, 2 port-restricted; 3 restricted; 4, 5 symmetric-seq (delta 2, different bases
-# so their ports never coincide); 6, 7 symmetric-random.
+# so their ports never coincide); 6, 7 symmetric-random; 8, 9 symmetric-random with IPv6.
 if ! lab up --delay 10 --servers stun,mqtt,ntp port-restricted port-restricted restricted \
-	symmetric-seq symmetric-seq,base=30000 symmetric-random symmetric-random >"$tmp/up" 2>&1; then
+	symmetric-seq symmetric-seq,base=30000 symmetric-random symmetric-random \
+	symmetric-random,ipv6 symmetric-random,ipv6 >"$tmp/up" 2>&1; then
 	cat "$tmp/up" >&2
 	not_ok "lab up"
 	# Stop the listeners the way a user does; nothing may have been reported by the sanitizers
@@ -144,6 +146,19 @@ reason=$(jq -r '.attempts[] | select(.strategy == "udp_punch") | .reason' "$tmp/
 echo "# symmetric-random -> symmetric-random: $reason"
 check "symmetric-random -> symmetric-random: reason names the cause" \
 	grep -q "random ports.*turn is needed" <<<"$reason"
+
+# The same NATs with IPv6 beside them: IPv4 is skipped with the reason, IPv6 (no translation,
+# a stateful firewall on each side) punches.
+listen h9a rnd9 && A9=$ADDR
+connect h8a rnd-rnd-v6 "$A9"
+check "symmetric-random -> symmetric-random with IPv6: exit 0" [ $? = 0 ]
+check "... udp_punch over IPv6, direct path, echo" [ "$(jq -r '[.strategy, .path, .reply,
+	(.attempts[] | select(.outcome == "won") | .family)] | join(" ")' "$tmp/rnd-rnd-v6.json")" = \
+	"udp_punch direct echo:hi-rnd-rnd-v6 6" ]
+check "... IPv4 skipped: turn is needed" jq -e '.attempts[] | select(.strategy == "udp_punch"
+	and .family == 4 and .outcome == "skipped") | select(.reason | test("turn is needed"))' \
+	"$tmp/rnd-rnd-v6.json"
+echo "# rnd-rnd over IPv6: $(jq -r .ms "$tmp/rnd-rnd-v6.json") ms"
 
 # The listeners survived everything above and still serve.
 for p in "${pids[@]}"; do
