@@ -3,7 +3,7 @@
 # port-restricted <-> symmetric-random with `--strategy random_probe`, the hard (random) side
 # connecting and the hard side listening.  Each must give a direct path and the echo in
 # under 3 s, log the computed success probability, and leave no sockets behind on the hard
-# side.  Symmetric-random <-> symmetric-random must be refused with the reason.  A hard
+# side; with few descriptors the hard side opens fewer mappings.  Symmetric-random <-> symmetric-random must be refused with the reason.  A hard
 # listener frees its mappings when the connector cancels, and when the node closes.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
@@ -117,6 +117,18 @@ base2=$(udp_socks "$P2")
 pair "symmetric-random -> port-restricted" h3a rnd-pr "$A1" "$tmp/easy.err"
 # The hard side listens: the connector probes, the listener's lucky socket dials back.
 pair "port-restricted -> symmetric-random" h1a pr-rnd "$A2" "$tmp/hard.err"
+
+# Few descriptors: the hard side opens fewer mappings (RLIMIT_NOFILE minus what is in use
+# minus a reserve), says so in the odds, and still gets through.
+(
+	ulimit -n 230
+	connect h3a rlimit "$A1"
+)
+check "RLIMIT_NOFILE 230: connected" [ "$(jq -r .connected "$tmp/rlimit.json")" = true ]
+n=$(jq -r '.attempts[] | select(.strategy == "random_probe") | .reason' "$tmp/rlimit.json" |
+	sed -n 's/.* for \([0-9]*\) mappings.*/\1/p')
+echo "# RLIMIT_NOFILE 230: $n mappings, $(jq -r .ms "$tmp/rlimit.json") ms"
+check "RLIMIT_NOFILE 230: fewer mappings (${n:-?})" [ "${n:-256}" -lt 256 ] 2>/dev/null
 
 # The listener closed all its probe sockets but the one that became the pipe, and that one
 # closes with the pipe.

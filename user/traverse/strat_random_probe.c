@@ -260,6 +260,8 @@ static int spray_start(struct rp_spray *sp, struct warp_node *node, struct punch
 		       uint32_t ms)
 {
 	sp->sess = sess;
+	if (lo < 1)
+		lo = 1; /* port 0 is nobody's */
 	sp->tick = warp_timer_new(node->loop, spray_tick, sp);
 	if (!sp->tick)
 		return -ENOMEM;
@@ -838,10 +840,12 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 	rp_params(&l->par);
 	tv_passive_add(node, &l->ps);
 	tv_sig_ep_addr(&m->body.eps[0], &peer_ep);
-	/* Our own limits bound what the peer may ask (probing is traffic towards an address
-	 * only the peer vouches for). */
-	ms = m->body.duration_ms && m->body.duration_ms < l->par.duration_ms ? m->body.duration_ms
-									     : l->par.duration_ms;
+	/* The hard side keeps its mappings as long as the prober asks (within a cap); the easy
+	 * side probes within its own limits whatever the peer asks (probing is traffic towards
+	 * an address only the peer vouches for). */
+	ms = m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms;
+	if (ms > (l->hard ? RP_MAX_MS : l->par.duration_ms))
+		ms = l->hard ? RP_MAX_MS : l->par.duration_ms;
 	rate = l->par.rate;
 	ans = calloc(1, sizeof(*ans));
 	l->timer = warp_timer_new(node->loop, rpl_timeout, l);
@@ -864,11 +868,7 @@ static void rp_offer_in(struct warp_node *node, struct warp_signal *sig,
 			goto fail;
 		}
 		log_odds("peer probing us", RP_RANGE_HI - RP_RANGE_LO + 1, (uint32_t)l->hs.n,
-			 rate_of_interval(m->body.interval_ms),
-			 m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms, &miss);
-		ms = m->body.duration_ms ? m->body.duration_ms : l->par.duration_ms;
-		if (ms > RP_MAX_MS)
-			ms = RP_MAX_MS;
+			 rate_of_interval(m->body.interval_ms), ms, &miss);
 	} else {
 		if (l->us.cls == PUNCH_SYM_PRED || l->us.cls == PUNCH_SYM_RANDOM ||
 		    l->us.cls == PUNCH_BLOCKED || !l->us.has_ext) {
