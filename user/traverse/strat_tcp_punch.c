@@ -38,7 +38,7 @@
 #include "traverse/traverse.h"
 
 #define STUN_TIMEOUT_MS	  1500
-#define ANSWER_TIMEOUT_MS 4000
+#define ANSWER_TIMEOUT_MS 5000
 #define DELAY_FIRST_MS	  40   /* UDP cannot work here: right after direct_connect */
 #define DELAY_FALLBACK_MS 1000 /* UDP punching usually wins before: no signalling spent */
 

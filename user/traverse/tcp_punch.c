@@ -108,9 +108,6 @@ void tp_sched_from(uint64_t start_ms, uint32_t interval_ms, uint32_t duration_ms
 	out->start_ms = start_ms;
 	out->interval_ms = clamp32(interval_ms, 50, 1000);
 	out->duration_ms = clamp32(duration_ms, TP_MIN_DURATION, 10000);
-	/* Long enough that a SYN-ACK to the previous SYN is not met by a fresh socket (which
-	 * would reset it), short enough to beat the kernel's 1 s SYN retransmission. */
-	out->resyn_ms = clamp32(3ull * out->interval_ms, 250, 1000);
 	out->max_tries = clamp32(out->duration_ms / out->interval_ms + 1, 1, 64);
 }
 
@@ -133,9 +130,7 @@ void tp_schedule(uint64_t now_ms, uint64_t transit_ms, uint64_t offer_start_ms,
 bool tp_slot_due(const struct tp_sched *s, const struct tp_slot *sl, uint64_t now_ms,
 		 uint64_t end_ms)
 {
-	if (sl->done || sl->tries >= s->max_tries || now_ms >= end_ms)
-		return false;
-	return !sl->open || now_ms - sl->since_ms >= s->resyn_ms;
+	return !sl->done && !sl->open && sl->tries < s->max_tries && now_ms < end_ms;
 }
 
 /* ---- the punch ---- */
@@ -197,13 +192,12 @@ static void on_connect(struct warp_loop *loop, int fd, unsigned int events, void
 	tp->ops->connected(tp, fd, (struct sockaddr *)&t->addr, tp->user);
 }
 
-static void target_connect(struct tp_target *t, uint64_t now)
+static void target_connect(struct tp_target *t)
 {
 	struct tcp_punch *tp = t->tp;
+	const struct sockaddr *ra = (struct sockaddr *)&t->addr;
 	int fd, err;
 
-	/* A connect left unanswered is replaced: same 4-tuple, fresh SYN. */
-	target_close(t);
 	t->slot.tries++;
 	tp->tries++;
 	fd = warp_sock_tcp((struct sockaddr *)&tp->local, SOCK_FLAGS);
@@ -211,9 +205,7 @@ static void target_connect(struct tp_target *t, uint64_t now)
 		tp->last_err = fd;
 		return;
 	}
-	if (connect(fd, (struct sockaddr *)&t->addr, warp_ep_len((struct sockaddr *)&t->addr)) <
-		    0 &&
-	    errno != EINPROGRESS) {
+	if (connect(fd, ra, warp_ep_len(ra)) < 0 && errno != EINPROGRESS) {
 		tp->last_err = -errno;
 		close(fd);
 		return;
@@ -226,7 +218,6 @@ static void target_connect(struct tp_target *t, uint64_t now)
 	}
 	t->fd = fd;
 	t->slot.open = true;
-	t->slot.since_ms = now;
 }
 
 static void on_tick(struct warp_timer *timer, void *user)
@@ -240,7 +231,7 @@ static void on_tick(struct warp_timer *timer, void *user)
 	}
 	for (unsigned int i = 0; i < tp->ntargets; i++)
 		if (tp_slot_due(&tp->sched, &tp->t[i].slot, now, tp->end_ms))
-			target_connect(&tp->t[i], now);
+			target_connect(&tp->t[i]);
 	if (now >= tp->end_ms) {
 		for (unsigned int i = 0; i < tp->ntargets; i++)
 			target_close(&tp->t[i]);
@@ -395,7 +386,8 @@ struct tp_stun {
 	int fd;
 	bool sent, answered;
 	int status;
-	struct sockaddr_storage server, mapped;
+	uint64_t deadline_ms;
+	struct sockaddr_storage local, server, mapped;
 	tp_stun_cb cb;
 	void *user;
 	size_t in_len;
@@ -444,6 +436,7 @@ static void stun_io(struct warp_loop *loop, int fd, unsigned int events, void *u
 {
 	struct tp_stun *st = user;
 	struct warp_stun_tx tx;
+	uint64_t now;
 	ssize_t n;
 	int flen;
 
@@ -471,6 +464,8 @@ static void stun_io(struct warp_loop *loop, int fd, unsigned int events, void *u
 		}
 		st->sent = true;
 		warp_loop_mod_fd(loop, fd, WARP_EV_READ);
+		now = warp_time_ms();
+		warp_timer_arm_ms(st->timer, st->deadline_ms > now ? st->deadline_ms - now : 0);
 		return;
 	}
 	n = recv(fd, st->in + st->in_len, sizeof(st->in) - st->in_len, MSG_DONTWAIT);
@@ -493,9 +488,52 @@ static void stun_io(struct warp_loop *loop, int fd, unsigned int events, void *u
 	stun_finish(st, st->answered ? st->status : -WARP_EMALFORMED);
 }
 
-static void stun_timeout(struct warp_timer *t, void *user)
+static int stun_connect(struct tp_stun *st)
 {
-	stun_finish(user, -ETIMEDOUT);
+	int err;
+
+	if (st->fd >= 0) {
+		warp_loop_del_fd(st->loop, st->fd);
+		close(st->fd);
+	}
+	st->fd = warp_sock_tcp((struct sockaddr *)&st->local, SOCK_FLAGS);
+	if (st->fd < 0)
+		return st->fd;
+	if (connect(st->fd, (struct sockaddr *)&st->server,
+		    warp_ep_len((struct sockaddr *)&st->server)) < 0 &&
+	    errno != EINPROGRESS)
+		err = -errno;
+	else
+		err = warp_loop_add_fd(st->loop, st->fd, WARP_EV_WRITE, stun_io, st);
+	if (err) {
+		close(st->fd);
+		st->fd = -1;
+	}
+	return err;
+}
+
+static void stun_tick(struct warp_timer *t, void *user)
+{
+	struct tp_stun *st = user;
+	uint64_t now = warp_time_ms();
+	int err;
+
+	if (now >= st->deadline_ms) {
+		stun_finish(st, -ETIMEDOUT);
+		return;
+	}
+	/* A lost SYN would wait for the kernel's 1 s retransmission: send a fresh one.  Same
+	 * 4-tuple, so the NAT keeps the mapping (a sequential NAT does not step). */
+	if (!st->sent) {
+		err = stun_connect(st);
+		if (err) {
+			stun_finish(st, err);
+			return;
+		}
+	}
+	warp_timer_arm_ms(st->timer, st->sent || st->deadline_ms - now < TP_STUN_RESYN_MS
+					     ? st->deadline_ms - now
+					     : TP_STUN_RESYN_MS);
 }
 
 struct tp_stun *tp_stun_start(struct warp_loop *loop, const struct sockaddr *local,
@@ -514,8 +552,9 @@ struct tp_stun *tp_stun_start(struct warp_loop *loop, const struct sockaddr *loc
 	st->cb = cb;
 	st->user = user;
 	memcpy(&st->server, server, warp_ep_len(server));
+	memcpy(&st->local, local, warp_ep_len(local));
 	st->client = warp_stun_client_new(&cfg);
-	st->timer = warp_timer_new(loop, stun_timeout, st);
+	st->timer = warp_timer_new(loop, stun_tick, st);
 	if (!st->client || !st->timer)
 		goto out;
 	req.transport = WARP_STUN_TCP;
@@ -525,29 +564,15 @@ struct tp_stun *tp_stun_start(struct warp_loop *loop, const struct sockaddr *loc
 	err = warp_stun_client_start(st->client, &req, warp_time_ns(), NULL);
 	if (err)
 		goto out;
-	st->fd = warp_sock_tcp(local, SOCK_FLAGS);
-	if (st->fd < 0) {
-		err = st->fd;
-		goto out;
-	}
-	if (connect(st->fd, server, warp_ep_len(server)) < 0 && errno != EINPROGRESS) {
-		err = -errno;
-		goto out;
-	}
-	err = warp_loop_add_fd(loop, st->fd, WARP_EV_WRITE, stun_io, st);
+	err = stun_connect(st);
 	if (err)
 		goto out;
-	warp_timer_arm_ms(st->timer, timeout_ms);
+	st->deadline_ms = warp_time_ms() + timeout_ms;
+	warp_timer_arm_ms(st->timer, timeout_ms < TP_STUN_RESYN_MS ? timeout_ms : TP_STUN_RESYN_MS);
 	return st;
 out:
-	if (st) {
-		if (st->fd >= 0)
-			close(st->fd);
-		st->fd = -1;
-		warp_timer_free(st->timer);
-		warp_stun_client_free(st->client);
-		free(st);
-	}
+	if (st)
+		stun_free(st);
 	errno = -err;
 	return NULL;
 }

@@ -21,10 +21,11 @@
 
 #define TP_MAX_TARGETS	  8
 #define TP_MARGIN_MS	  25   /* added to the measured transit before the meeting time */
-#define TP_DURATION_MS	  3000 /* default connect window */
+#define TP_DURATION_MS	  3500 /* default window: the kernel's SYN retries at 1 s and 3 s */
 #define TP_MIN_DURATION	  500
 #define TP_MAX_TRANSIT_MS 3000 /* larger "transit" times are clock trouble, not latency */
 #define TP_SEQ_SLACK	  2    /* extra predictions for other hosts' mappings in between */
+#define TP_STUN_RESYN_MS  300  /* STUN connect unanswered: a fresh SYN */
 
 /* What one side knows of its NAT (values of enum warp_addr_nat / _behaviour / _delta, which
  * equal the warp_nat_* ones). */
@@ -49,7 +50,6 @@ int tp_predict(const struct tp_nat *self, const struct sockaddr *mapped, unsigne
 struct tp_sched {
 	uint64_t start_ms;    /* meeting time, synced clock */
 	uint32_t interval_ms; /* tick: a failed connect is retried at the next one */
-	uint32_t resyn_ms;    /* a connect unanswered for this long is replaced (fresh SYN) */
 	uint32_t duration_ms; /* window from the meeting time */
 	uint32_t max_tries;   /* connect() calls per peer endpoint */
 };
@@ -63,14 +63,17 @@ void tp_schedule(uint64_t now_ms, uint64_t transit_ms, uint64_t offer_start_ms,
 void tp_sched_from(uint64_t start_ms, uint32_t interval_ms, uint32_t duration_ms,
 		   struct tp_sched *out);
 
-/* One peer endpoint's connect state, in loop (monotonic) ms. */
+/* One peer endpoint's connect state.  A connect in progress is never replaced: the kernel
+ * retransmits its SYN (1 s, 3 s), and a fresh socket (new sequence number) would answer a
+ * late SYN-ACK or challenge ACK to the old one with a reset, killing the half-open
+ * connection the peer holds. */
 struct tp_slot {
-	bool open;	   /* a connect is in progress */
-	bool done;	   /* connected (or given up): nothing more to do */
-	uint64_t since_ms; /* when the current connect started */
+	bool open; /* a connect is in progress */
+	bool done; /* connected: nothing more to do */
 	uint32_t tries;
 };
-/* Does the slot need a (new) connect() at now_ms?  Never after end_ms or max_tries. */
+/* Does the slot need a (new) connect() at now_ms?  Only after a failure (reset,
+ * unreachable), never after end_ms or max_tries. */
 bool tp_slot_due(const struct tp_sched *s, const struct tp_slot *sl, uint64_t now_ms,
 		 uint64_t end_ms);
 
