@@ -102,7 +102,8 @@ expect_punched() {
 	check "$what $from -> $to: the tcp_punch attempt won over TCP" \
 		test "$(kv tp_outcome "$S")/$(kv tp_transport "$S")" = "won/tcp"
 	check "$what $from -> $to: echo reply" test "$(kv reply "$S")" = "echo:hi from $from"
-	check "$what $from -> $to: exit status 0" test "$(cat "$last.rc")" = 0
+	check "$what $from -> $to: exit status 0, no sanitizer report" \
+		test "$(cat "$last.rc")" = 0 -a -z "$(grep -l Sanitizer "$last.err")"
 	LC_NUMERIC=C printf '# %s %s -> %s: connected in %.1f ms (tcp_punch attempt %.1f ms)\n' \
 		"$what" "$from" "$to" "$(kv ms "$S")" "$(kv tp_ms "$S")"
 	if [ "$(kv connected "$S")" != true ]; then
@@ -114,8 +115,9 @@ expect_punched() {
 expect_refused() {
 	local from=$1 to=$2 want=$3
 	connect "$from" "$to"
-	check "random symmetric $from -> $to: not connected, exit status 1" \
-		test "$(kv connected "$S")/$(cat "$last.rc")" = "false/1"
+	check "random symmetric $from -> $to: not connected, exit status 1, no sanitizer report" \
+		test "$(kv connected "$S")/$(cat "$last.rc")" = "false/1" -a \
+		-z "$(grep -l Sanitizer "$last.err")"
 	check "random symmetric $from -> $to: tcp_punch skipped, reason names $want" \
 		test "$(kv tp_outcome "$S")" = skipped -a -n "$(grep -F "$want" <<<"$(kv tp_reason "$S")")"
 	check "random symmetric $from -> $to: fails at once (under 1 s)" \

@@ -272,10 +272,12 @@ static void ta_connected(struct tcp_punch *tp, int fd, const struct sockaddr *re
 	struct pipe_dial_opts o = { 0 };
 	struct pipe_path *path;
 
+	/* remote may live in the punch, freed next. */
+	set_endpoint(ta, remote);
+	remote = (struct sockaddr *)&ta->a->combo.remote;
 	/* The first connection is the one: close the others and the port's listener. */
 	tp_free(ta->tp);
 	ta->tp = NULL;
-	set_endpoint(ta, remote);
 	path = pipe_path_tcp(ta->node, fd, remote, false);
 	if (!path) {
 		int err = -errno;

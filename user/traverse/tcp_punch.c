@@ -172,6 +172,7 @@ static void on_connect(struct warp_loop *loop, int fd, unsigned int events, void
 {
 	struct tp_target *t = user;
 	struct tcp_punch *tp = t->tp;
+	struct sockaddr_storage remote;
 	int soerr = 0;
 	socklen_t sl = sizeof(soerr);
 
@@ -189,7 +190,8 @@ static void on_connect(struct warp_loop *loop, int fd, unsigned int events, void
 	t->fd = -1;
 	t->slot.open = false;
 	t->slot.done = true;
-	tp->ops->connected(tp, fd, (struct sockaddr *)&t->addr, tp->user);
+	remote = t->addr; /* the callback may free the punch */
+	tp->ops->connected(tp, fd, (struct sockaddr *)&remote, tp->user);
 }
 
 static void target_connect(struct tp_target *t)
