@@ -167,6 +167,23 @@ static void plan(struct warp_connect *c)
 	}
 }
 
+/* Without a STUN answer: the address the NAT classification saw over TCP (or our external
+ * one) with the local port, right for the port-keeping NATs that are the common case. */
+static bool guess_mapping(struct warp_node *node, int family, uint16_t port,
+			  struct sockaddr_storage *out)
+{
+	const struct warp_nat_report *r = node_nat_report(node, family);
+
+	if (r && r->delta != WARP_NAT_DELTA_EQUAL && r->delta != WARP_NAT_DELTA_NONE)
+		return false;
+	if (r && r->tcp && r->tcp_external.ss_family == family)
+		*out = r->tcp_external;
+	else if (!node_reflexive(node, family, out))
+		return false;
+	warp_ep_set_port((struct sockaddr *)out, port);
+	return true;
+}
+
 /* ---- connector side ---- */
 
 struct tcpa {
@@ -258,7 +275,7 @@ static void ta_dialed(struct warp_pipe *pipe, int err, void *user)
 			err == -ETIMEDOUT ? "no answer" : warp_strerror(err));
 		return;
 	}
-	pr_info("%s: TCP through in %.1f ms after the meeting time", a->rec->endpoint,
+	pr_info("%s: pipe up %.1f ms after the meeting time", a->rec->endpoint,
 		(double)(warp_time_ns() - ta->meet_ns) / 1e6);
 	send_cancel(ta, WARP_SIG_CANCEL_DONE);
 	ta_free(ta);
@@ -272,9 +289,10 @@ static void ta_connected(struct tcp_punch *tp, int fd, const struct sockaddr *re
 	struct pipe_dial_opts o = { 0 };
 	struct pipe_path *path;
 
-	/* remote may live in the punch, freed next. */
 	set_endpoint(ta, remote);
 	remote = (struct sockaddr *)&ta->a->combo.remote;
+	pr_debug("TCP open with %s %.1f ms after the meeting time", ta->a->rec->endpoint,
+		 ((double)warp_time_ns() - (double)ta->meet_ns) / 1e6);
 	/* The first connection is the one: close the others and the port's listener. */
 	tp_free(ta->tp);
 	ta->tp = NULL;
@@ -369,23 +387,6 @@ static void ta_timeout(struct warp_timer *t, void *user)
 		ANSWER_TIMEOUT_MS);
 }
 
-/* Without a STUN answer: the address the NAT classification saw over TCP (or our external
- * one) with the local port, right for the port-keeping NATs that are the common case. */
-static bool guess_mapping(struct tcpa *ta)
-{
-	const struct warp_nat_report *r = node_nat_report(ta->node, ta->family);
-	uint16_t port = warp_ep_port(tp_local(ta->tp));
-
-	if (r && r->tcp && r->tcp_external.ss_family == ta->family) {
-		ta->mapped = r->tcp_external;
-	} else if (!node_reflexive(ta->node, ta->family, &ta->mapped)) {
-		return false;
-	}
-	warp_ep_set_port((struct sockaddr *)&ta->mapped, port);
-	ta->guessed = true;
-	return true;
-}
-
 static int ta_send_offer(struct tcpa *ta)
 {
 	struct warp_connect *c = ta->a->c;
@@ -457,7 +458,9 @@ static void ta_mapped(int err, const struct sockaddr *mapped, void *user)
 		ta->stun_err = err;
 		if (!ta_stun_next(ta))
 			return;
-		if (!guess_mapping(ta)) {
+		ta->guessed = guess_mapping(ta->node, ta->family, warp_ep_port(tp_local(ta->tp)),
+					    &ta->mapped);
+		if (!ta->guessed) {
 			ta_fail(ta, err, "could not learn our TCP mapping (STUN over TCP: %s)",
 				warp_strerror(err));
 			return;
@@ -523,7 +526,8 @@ static int start(struct tv_attempt *a)
 	if (!err)
 		return 0;
 	/* No STUN server could even be asked: the guess still lets a port-keeping NAT punch. */
-	if (guess_mapping(ta)) {
+	ta->guessed = guess_mapping(node, ta->family, warp_ep_port(tp_local(ta->tp)), &ta->mapped);
+	if (ta->guessed) {
 		err = ta_send_offer(ta);
 		if (!err)
 			return 0;
@@ -555,6 +559,7 @@ struct tcpp {
 	struct tp_stun *stun;
 	unsigned int stun_idx;
 	uint64_t transit_ms;
+	bool guessed;
 	struct sockaddr_storage mapped;
 };
 
@@ -657,7 +662,8 @@ static void pp_answer(struct tcpp *pp)
 		struct warp_sig_ep e;
 		uint16_t p = warp_ep_port((struct sockaddr *)&eps[i]);
 
-		tv_sig_ep(&e, (struct sockaddr *)&eps[i], kinds[i]);
+		tv_sig_ep(&e, (struct sockaddr *)&eps[i],
+			  pp->guessed ? WARP_SIG_EP_PREDICTED : kinds[i]);
 		warp_sig_add_ep(&m->body, &e);
 		m->body.range_lo = i == 0 || p < m->body.range_lo ? p : m->body.range_lo;
 		m->body.range_hi = p > m->body.range_hi ? p : m->body.range_hi;
@@ -683,13 +689,18 @@ static void pp_mapped(int err, const struct sockaddr *mapped, void *user)
 	struct tcpp *pp = user;
 
 	pp->stun = NULL;
-	if (err) {
-		if (!pp_stun_next(pp))
-			return;
-		pp_error(pp, WARP_SIG_ERR_INTERNAL, "could not learn our TCP mapping");
+	if (!err) {
+		memcpy(&pp->mapped, mapped, warp_ep_len(mapped));
+	} else if (!pp_stun_next(pp)) {
 		return;
+	} else {
+		pp->guessed = guess_mapping(pp->node, pp->family, warp_ep_port(tp_local(pp->tp)),
+					    &pp->mapped);
+		if (!pp->guessed) {
+			pp_error(pp, WARP_SIG_ERR_INTERNAL, "could not learn our TCP mapping");
+			return;
+		}
 	}
-	memcpy(&pp->mapped, mapped, warp_ep_len(mapped));
 	pp_answer(pp);
 }
 
