@@ -26,23 +26,27 @@ cleanup() {
 trap cleanup EXIT
 
 out=$(lab up --servers stun,mqtt,ntp udp-blocked port-restricted full-cone symmetric-random \
-	udp-blocked symmetric-seq 2>&1)
+	udp-blocked symmetric-seq udp-blocked,ipv6 port-restricted,ipv6 2>&1)
 rc=$?
 echo "$out" | sed 's/^/# /'
 [ "$rc" = 0 ] || { not_ok "natlab up"; tap_done; exit 1; }
-ok "natlab up: udp-blocked, port-restricted, full-cone, symmetric-random, udp-blocked, symmetric-seq"
+ok "natlab up: udp-blocked, port-restricted, full-cone, symmetric-random, udp-blocked," \
+	"symmetric-seq, udp-blocked+ipv6, port-restricted+ipv6"
 labenv
-COMMON=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --ntp "$WPG_NTP" --mqtt "$WPG_MQTT1"
-	--mqtt "$WPG_MQTT2" --no-upnp --log-level debug)
+SERVERS=(--ntp "$WPG_NTP" --mqtt "$WPG_MQTT1" --mqtt "$WPG_MQTT2" --no-upnp --log-level debug)
+COMMON=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" "${SERVERS[@]}")
+CONN_COMMON=("${COMMON[@]}")
+HOSTS="h1a h2a h3a h4a h5a h6a h8a"
 
 # Listeners: an echo server per site; the first stdout line is its address.
-for h in h1a h2a h3a h4a h5a h6a; do
+for h in $HOSTS; do
 	# Not through a shell function: $! must be the listener itself (natlab exec execs it).
 	"$NATLAB" exec "$h" env WARPGATE_HOME="$work/$h" "$WG" listen "l$h" --echo "${COMMON[@]}" \
+		--stun "$WPG_STUN1_V6" \
 		>"$work/$h.out" 2>"$work/$h.err" &
 	LPID[$h]=$!
 done
-for h in h1a h2a h3a h4a h5a h6a; do
+for h in $HOSTS; do
 	for ((i = 0; i < 300; i++)); do
 		[ -s "$work/$h.out" ] && break
 		alive "${LPID[$h]}" || break
@@ -52,18 +56,22 @@ for h in h1a h2a h3a h4a h5a h6a; do
 	check "listener on $h ready (address printed)" test -n "${ADDR[$h]}"
 done
 [ -n "${ADDR[h1a]}" ] && [ -n "${ADDR[h2a]}" ] || { tap_done; exit 1; }
-for h in h1a h2a h3a h4a h5a h6a; do
+for h in $HOSTS; do
 	LISTEN0[$h]=$(in_ns "$h" ss -Htln | wc -l)
 done
 
-# key=value lines from a connect's JSON: the result and the tcp_punch attempt.
+# key=value lines from a connect's JSON: the result, the tcp_punch attempt that won (else the
+# first one) and the reasons of all tcp_punch attempts.
 summary() {
 	if command -v jq >/dev/null; then
 		jq -r '"connected=\(.connected)", "strategy=\(.strategy)", "path=\(.path)",
 			"ms=\(.ms)", "reply=\(.reply // "")",
-			(.attempts[] | select(.strategy == "tcp_punch") |
-			 "tp_outcome=\(.outcome)", "tp_transport=\(.transport)",
-			 "tp_reason=\(.reason)", "tp_ms=\(.end_ms - .start_ms)")' "$1" 2>/dev/null
+			([.attempts[] | select(.strategy == "tcp_punch")] |
+			 (map(select(.outcome == "won")) + map(select(.outcome != "won")))) as $t |
+			($t[0] | "tp_outcome=\(.outcome)", "tp_transport=\(.transport)",
+			 "tp_family=\(.family)", "tp_endpoint=\(.endpoint)",
+			 "tp_reason=\(.reason)", "tp_ms=\(.end_ms - .start_ms)"),
+			"tp_reasons=\($t | map(.reason) | join("; "))"' "$1" 2>/dev/null
 	else
 		python3 - "$1" <<-'EOF' 2>/dev/null
 			import json, sys
@@ -72,10 +80,13 @@ summary() {
 			for k in ("connected", "strategy", "path", "ms"):
 			    print(f"{k}={s(j.get(k))}")
 			print(f"reply={j.get('reply') or ''}")
-			for a in j["attempts"]:
-			    if a["strategy"] == "tcp_punch":
-			        print(f"tp_outcome={a['outcome']}\ntp_transport={a['transport']}")
-			        print(f"tp_reason={a['reason']}\ntp_ms={a['end_ms'] - a['start_ms']}")
+			t = [a for a in j["attempts"] if a["strategy"] == "tcp_punch"]
+			t.sort(key=lambda a: a["outcome"] != "won")
+			a = t[0]
+			print(f"tp_outcome={a['outcome']}\ntp_transport={a['transport']}")
+			print(f"tp_family={s(a['family'])}\ntp_endpoint={a['endpoint']}")
+			print(f"tp_reason={a['reason']}\ntp_ms={a['end_ms'] - a['start_ms']}")
+			print("tp_reasons=" + "; ".join(a["reason"] for a in t))
 		EOF
 	fi
 }
@@ -89,7 +100,7 @@ connect() {
 	last="$work/c$n"
 	in_ns "$from" env WARPGATE_HOME="$work/c$n" timeout 40 "$WG" connect "${ADDR[$to]}" \
 		--strategy tcp_punch --send "hi from $from" --json "${CONNECT_OPTS[@]}" \
-		"${COMMON[@]}" >"$last.json" 2>"$last.err"
+		"${CONN_COMMON[@]}" >"$last.json" 2>"$last.err"
 	echo $? >"$last.rc"
 	S=$(summary "$last.json")
 }
@@ -138,6 +149,16 @@ expect_punched h6a h1a "symmetric-seq -> udp-blocked (predicted ports):"
 expect_refused h1a h4a "the peer's NAT maps each connection to a random port"
 expect_refused h4a h1a "our NAT maps each connection to a random port"
 
+# IPv6: no NAT, but both sites' firewalls forward only replies: a simultaneous open is a reply
+# for both.  IPv4 is left out (no IPv4 STUN server for the connector).
+CONN_COMMON=(--stun "$WPG_STUN1_V6" "${SERVERS[@]}")
+expect_punched h7a h8a "IPv6 udp-blocked -> port-restricted (stateful firewalls):"
+check "IPv6: the connection is over IPv6 ($(kv tp_endpoint "$S"))" \
+	test "$(kv tp_family "$S")/$(kv tp_endpoint "$S" | cut -c1-10)" = "6/[2001:db8:"
+check "IPv6: IPv4 skipped for want of a STUN server" \
+	grep -q "no IPv4 STUN server" <<<"$(kv tp_reasons "$S")"
+CONN_COMMON=("${COMMON[@]}")
+
 # Latency: 10 ms per WAN crossing (40 ms RTT host to host): the meeting time follows the
 # measured transit, both SYNs still cross.
 lab impair r1 --delay 10 >/dev/null && lab impair r2 --delay 10 >/dev/null
@@ -153,12 +174,12 @@ lab impair r1 >/dev/null && lab impair r2 >/dev/null
 
 # Nothing left behind: the peers' CANCEL (or the window's end) closed every punch socket.
 sleep 0.5
-for h in h1a h2a h3a h4a h5a h6a; do
+for h in $HOSTS; do
 	check "$h: no punch socket left (listening sockets as at start, none in SYN-SENT)" \
 		test "$(in_ns "$h" ss -Htln | wc -l)/$(in_ns "$h" ss -Htn state syn-sent | wc -l)" = \
 		"${LISTEN0[$h]}/0"
 done
-for h in h1a h2a h3a h4a h5a h6a; do
+for h in $HOSTS; do
 	kill "${LPID[$h]}" 2>/dev/null
 	wait "${LPID[$h]}"
 	rc=$?
