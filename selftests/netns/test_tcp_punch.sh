@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # tcp_punch between real warpgate binaries in the NAT lab, alone (--strategy tcp_punch):
 # UDP-blocked sites (TCP passes, port-restricted) reach port-restricted, full-cone, other
-# UDP-blocked and sequential symmetric sites by TCP simultaneous open, both directions; a
-# random symmetric NAT is refused up front with the reason in the trace.  Each connect's
-# JSON trace (strategy, path, transport) and the echo reply are checked and the connect times
-# printed; then the same with 10 ms per WAN crossing and with 5 % loss, and at the end no punch
-# socket is left in any listener and every listener exits cleanly (sanitizers included).
+# UDP-blocked and sequential symmetric sites by TCP simultaneous open, both directions, and
+# IPv6 hosts behind two stateful firewalls; a random symmetric NAT is refused up front with
+# the reason in the trace.  Each connect's JSON trace (strategy, path, transport) and the echo
+# reply are checked and the connect times printed; then the same with 10 ms per WAN crossing
+# and with 5 % loss, and at the end no punch socket is left in any listener and every listener
+# exits cleanly (sanitizers included).
 set -u
 . "$(dirname "$0")/../lib/tap.sh"
 . "$WARP_TOP/selftests/natlab/testlib.sh"
