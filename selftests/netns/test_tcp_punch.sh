@@ -27,17 +27,17 @@ cleanup() {
 trap cleanup EXIT
 
 out=$(lab up --servers stun,mqtt,ntp udp-blocked port-restricted full-cone symmetric-random \
-	udp-blocked symmetric-seq udp-blocked,ipv6 port-restricted,ipv6 2>&1)
+	udp-blocked symmetric-seq udp-blocked,ipv6 port-restricted,ipv6 open 2>&1)
 rc=$?
 echo "$out" | sed 's/^/# /'
 [ "$rc" = 0 ] || { not_ok "natlab up"; tap_done; exit 1; }
 ok "natlab up: udp-blocked, port-restricted, full-cone, symmetric-random, udp-blocked," \
-	"symmetric-seq, udp-blocked+ipv6, port-restricted+ipv6"
+	"symmetric-seq, udp-blocked+ipv6, port-restricted+ipv6, open"
 labenv
 SERVERS=(--ntp "$WPG_NTP" --mqtt "$WPG_MQTT1" --mqtt "$WPG_MQTT2" --no-upnp --log-level debug)
 COMMON=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" "${SERVERS[@]}")
 CONN_COMMON=("${COMMON[@]}")
-HOSTS="h1a h2a h3a h4a h5a h6a h8a"
+HOSTS="h1a h2a h3a h4a h5a h6a h8a h9a"
 
 # Listeners: an echo server per site; the first stdout line is its address.
 for h in $HOSTS; do
@@ -138,7 +138,8 @@ expect_refused() {
 }
 
 # Sites: 1 udp-blocked, 2 port-restricted, 3 full-cone, 4 symmetric-random, 5 udp-blocked,
-# 6 symmetric-seq.  The listener is the second host.
+# 6 symmetric-seq, 7 udp-blocked+ipv6, 8 port-restricted+ipv6, 9 open.  The listener is the
+# second host.
 expect_punched h1a h2a "udp-blocked -> port-restricted:"
 expect_punched h2a h1a "port-restricted -> udp-blocked:"
 expect_punched h1a h3a "udp-blocked -> full-cone:"
@@ -149,6 +150,10 @@ expect_punched h1a h6a "udp-blocked -> symmetric-seq (predicted ports):"
 expect_punched h6a h1a "symmetric-seq -> udp-blocked (predicted ports):"
 expect_refused h1a h4a "the peer's NAT maps each connection to a random port"
 expect_refused h4a h1a "our NAT maps each connection to a random port"
+# ... unless the other side is an open host: its punch port's listener takes the SYN from
+# whatever port the random NAT picked (also when it arrives before the answer did).
+expect_punched h4a h9a "symmetric-random -> open:"
+expect_punched h9a h4a "open -> symmetric-random:"
 
 # IPv6: no NAT, but both sites' firewalls forward only replies: a simultaneous open is a reply
 # for both.  IPv4 is left out (no IPv4 STUN server for the connector).

@@ -396,6 +396,7 @@ static int ta_send_offer(struct tcpa *ta)
 	uint8_t kinds[TP_MAX_TARGETS];
 	struct warp_sig_msg *m = calloc(1, sizeof(*m));
 	uint64_t left = warp_timer_deadline(c->deadline);
+	struct warp_node_addr me;
 	uint16_t lo = 65535, hi = 0;
 	int n, err;
 
@@ -432,6 +433,14 @@ static int ta_send_offer(struct tcpa *ta)
 	m->body.port_delta = ta->self.delta_value;
 	m->body.range_lo = lo <= hi ? lo : 0;
 	m->body.range_hi = hi;
+	/* Our address tells the peer our NAT (an open host can punch with a random one). */
+	if (!warp_node_address(ta->node, &me)) {
+		n = warp_addr_encode(&me, m->body.blob, sizeof(m->body.blob));
+		if (n > 0) {
+			m->body.blob_len = (uint16_t)n;
+			m->body.present |= WARP_SIGF_BLOB;
+		}
+	}
 	if (!warp_signal_on_attempt(sig, ta->attempt, ta_reply, ta))
 		ta->handler = true;
 	err = warp_signal_send(sig, m, b, tv_peer_brokers(&c->to, b, WARP_ADDR_MAX_HINTS));
@@ -723,7 +732,8 @@ static int pp_stun_next(struct tcpp *pp)
 static void offer(struct warp_node *node, struct warp_signal *sig, const struct warp_sig_msg *m)
 {
 	struct sockaddr_storage srv;
-	struct tp_nat unknown = { 0 };
+	struct tp_nat peer = { 0 };
+	struct warp_node_addr from;
 	const char *why = NULL;
 	struct tcpp *pp;
 	uint64_t now;
@@ -756,7 +766,16 @@ static void offer(struct warp_node *node, struct warp_signal *sig, const struct 
 	pp->transit_ms = now > m->created_ms ? now - m->created_ms : 0;
 	tv_passive_add(node, &pp->ps);
 	self_nat(node, family, &pp->self);
-	why = tp_infeasible(&pp->self, &unknown);
+	/* The offerer's NAT, when it sent its own address. */
+	if ((m->body.present & WARP_SIGF_BLOB) &&
+	    !warp_addr_decode(m->body.blob, m->body.blob_len, &from) &&
+	    !memcmp(from.pubkey, m->sender, WARP_PUBKEY_LEN)) {
+		int rr = peer_route(&from, family);
+
+		if (rr >= 0)
+			route_nat(&from.routes[rr], &peer);
+	}
+	why = tp_infeasible(&pp->self, &peer);
 	if (!why && !node_stun_server(node, family, 0, &srv))
 		why = "no STUN server to learn our TCP mapping";
 	if (!why) {

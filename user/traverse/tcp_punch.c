@@ -156,7 +156,25 @@ struct tcp_punch {
 	struct tp_target t[TP_MAX_TARGETS];
 	unsigned int tries;
 	int last_err;
+	/* Accepted before the peer's endpoints were known (an open host's listener can be
+	 * reached before the answer arrives): matched at the next tick. */
+	unsigned int nheld;
+	struct {
+		int fd;
+		struct sockaddr_storage peer;
+	} held[TP_MAX_TARGETS];
 };
+
+static struct tp_target *match_peer(struct tcp_punch *tp, const struct sockaddr *peer)
+{
+	for (unsigned int i = 0; i < tp->ntargets; i++)
+		if (warp_ep_equal((struct sockaddr *)&tp->t[i].addr, peer))
+			return &tp->t[i];
+	for (unsigned int i = 0; i < tp->ntargets; i++)
+		if (warp_ep_addr_equal((struct sockaddr *)&tp->t[i].addr, peer))
+			return &tp->t[i];
+	return NULL;
+}
 
 static void target_close(struct tp_target *t)
 {
@@ -231,6 +249,21 @@ static void on_tick(struct warp_timer *timer, void *user)
 		tp->running = true;
 		tp->end_ms = now + tp->sched.duration_ms;
 	}
+	while (tp->nheld) {
+		struct sockaddr_storage peer = tp->held[--tp->nheld].peer;
+		struct tp_target *match = match_peer(tp, (struct sockaddr *)&peer);
+		int fd = tp->held[tp->nheld].fd;
+
+		if (!match || match->slot.done) {
+			close(fd);
+			continue;
+		}
+		target_close(match);
+		match->slot.done = true;
+		warp_timer_arm_ms(tp->timer, 0); /* the rest of the tick next */
+		tp->ops->connected(tp, fd, (struct sockaddr *)&peer, tp->user);
+		return;
+	}
 	for (unsigned int i = 0; i < tp->ntargets; i++)
 		if (tp_slot_due(&tp->sched, &tp->t[i].slot, now, tp->end_ms))
 			target_connect(&tp->t[i]);
@@ -248,27 +281,27 @@ static void on_tick(struct warp_timer *timer, void *user)
 	warp_timer_arm_ms(tp->timer, next);
 }
 
-/* A peer SYN that found no connect socket of ours (between retries, or an open peer's
- * unpredicted port): take it if it comes from the peer. */
+/* A peer SYN that found no connect socket of ours (between retries, before our start, or an
+ * open peer's unpredicted port): take it if it comes from the peer. */
 static void on_accept(struct warp_loop *loop, int fd, unsigned int events, void *user)
 {
 	struct tcp_punch *tp = user;
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
-	struct tp_target *match = NULL;
+	struct tp_target *match;
 	int c;
 
 	c = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (c < 0)
 		return;
 	warp_ep_unmap(&peer);
-	for (unsigned int i = 0; i < tp->ntargets && !match; i++)
-		if (warp_ep_equal((struct sockaddr *)&tp->t[i].addr, (struct sockaddr *)&peer))
-			match = &tp->t[i];
-	for (unsigned int i = 0; i < tp->ntargets && !match; i++)
-		if (warp_ep_addr_equal((struct sockaddr *)&tp->t[i].addr, (struct sockaddr *)&peer))
-			match = &tp->t[i];
-	if (!tp->running || !match) {
+	match = match_peer(tp, (struct sockaddr *)&peer);
+	if (!match && !tp->ntargets && tp->nheld < TP_MAX_TARGETS) {
+		tp->held[tp->nheld].fd = c;
+		tp->held[tp->nheld++].peer = peer;
+		return;
+	}
+	if (!match) {
 		close(c);
 		return;
 	}
@@ -327,6 +360,8 @@ void tp_free(struct tcp_punch *tp)
 		return;
 	for (unsigned int i = 0; i < tp->ntargets; i++)
 		target_close(&tp->t[i]);
+	for (unsigned int i = 0; i < tp->nheld; i++)
+		close(tp->held[i].fd);
 	if (tp->lfd >= 0) {
 		warp_loop_del_fd(tp->loop, tp->lfd);
 		close(tp->lfd);
