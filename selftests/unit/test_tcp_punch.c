@@ -2,7 +2,8 @@
 /*
  * tcp_punch decisions (feasibility, port prediction, meeting time, retry schedule) as pure
  * functions, and the connect engine on loopback: two punches aimed at each other meet in
- * one connection, and a punch at a closed port gives up after its bounded tries.
+ * one connection, a punch at a closed port gives up after its bounded tries, and a connection
+ * accepted before the peer's endpoints are known is handed over once they are.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -246,6 +247,11 @@ static bool both_connected(void *user)
 	return s[0].connected && s[1].connected;
 }
 
+static bool one_connected(void *user)
+{
+	return ((struct side *)user)->connected > 0;
+}
+
 static bool one_ended(void *user)
 {
 	return ((struct side *)user)->ended > 0;
@@ -334,12 +340,58 @@ static void test_engine_gives_up(void **state)
 	warp_loop_free(loop);
 }
 
+static bool never(void *user)
+{
+	return false;
+}
+
+/* An open host's listener is reached before it knows the peer's endpoints: the connection is
+ * held and handed over once they are known. */
+static void test_engine_early_accept(void **state)
+{
+	struct warp_loop *loop = warp_loop_new();
+	struct side s = { .fd = -1 };
+	struct sockaddr_storage to, from;
+	struct tp_sched sched;
+	int peer;
+
+	assert_non_null(loop);
+	s.tp = tp_new(loop, AF_INET, &ops, &s);
+	assert_non_null(s.tp);
+	ep(&to, "127.0.0.1:1");
+	warp_ep_set_port((struct sockaddr *)&to, warp_ep_port(tp_local(s.tp)));
+	ep(&from, "127.0.0.1:1");
+	warp_ep_set_port((struct sockaddr *)&from, 0);
+	peer = warp_sock_tcp((struct sockaddr *)&from, 0);
+	assert_true(peer >= 0);
+	assert_true(connect(peer, (struct sockaddr *)&to, warp_ep_len((struct sockaddr *)&to)) ==
+			    0 ||
+		    errno == EINPROGRESS);
+	warp_loop_run_until(loop, never, NULL, 100); /* accepted and held */
+	assert_int_equal(s.connected, 0);
+	assert_int_equal(warp_sock_local(peer, &from), 0);
+	assert_int_equal(tp_add_target(s.tp, (struct sockaddr *)&from), 0);
+	tp_sched_from(0, 50, TP_MIN_DURATION, &sched);
+	tp_start(s.tp, &sched, 0);
+	assert_int_equal(warp_loop_run_until(loop, one_connected, &s, 2000), 0);
+	assert_true(warp_ep_equal((struct sockaddr *)&s.remote, (struct sockaddr *)&from));
+	assert_int_equal(tp_pending(s.tp), 0);
+	close(s.fd);
+	close(peer);
+	tp_free(s.tp);
+	warp_loop_free(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_feasible),    cmocka_unit_test(test_predict),
-		cmocka_unit_test(test_schedule),    cmocka_unit_test(test_slot),
-		cmocka_unit_test(test_engine_meet), cmocka_unit_test(test_engine_gives_up),
+		cmocka_unit_test(test_feasible),
+		cmocka_unit_test(test_predict),
+		cmocka_unit_test(test_schedule),
+		cmocka_unit_test(test_slot),
+		cmocka_unit_test(test_engine_meet),
+		cmocka_unit_test(test_engine_gives_up),
+		cmocka_unit_test(test_engine_early_accept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
