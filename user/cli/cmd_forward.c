@@ -147,6 +147,7 @@ static void print_start(const char *local, const struct spec *sp, const char *ta
 struct standalone {
 	bool verbose;
 	bool first_done;
+	bool had_pipe;          /* the first attempt got as far as a pipe */
 	int first_err;
 	char first_reason[256];
 	char peer[2 * WARP_PUBKEY_LEN + 1];
@@ -160,6 +161,7 @@ static void on_event(void *user, const struct fwd_event *ev)
 		st->first_done = true;
 		st->first_err = ev->kind == FWD_EV_DOWN ? (ev->err ? ev->err : -EIO) : 0;
 		snprintf(st->first_reason, sizeof(st->first_reason), "%s", ev->reason);
+		st->had_pipe = ev->peer != NULL;
 		if (ev->peer)
 			fwd_key_hex(ev->peer, st->peer);
 		return;
@@ -223,10 +225,13 @@ static int run_standalone(struct cli_common *c, struct forward_opts *o, const ch
 		err = st.first_err;
 	if (err) {
 		if (!sig.stop)
-			cli_error("forward", "no pipe to %s: %s", target,
+			cli_error("forward", "no pipe to %.*s%s: %s", 32, target,
+				  strlen(target) > 32 ? "..." : "",
 				  st.first_reason[0] ? st.first_reason : warp_strerror(err));
+		/* A target that does not parse is a usage error; anything later is not. */
 		rc = sig.stop ? CLI_OK
-		     : err == -WARP_EMALFORMED || err == -WARP_ENAME || err == -WARP_ETRUNCATED
+		     : !st.had_pipe && (err == -WARP_EMALFORMED || err == -WARP_ENAME ||
+					err == -WARP_ETRUNCATED)
 			     ? CLI_USAGE
 			     : CLI_FAIL;
 		goto out;

@@ -878,6 +878,10 @@ static void on_frame(struct fwd_sess *s, const uint8_t *msg, size_t len)
 			struct fwd_frame h = { .type = FWD_HELLO, .version = FWD_VERSION };
 
 			sess_send(s, &h);
+		} else {
+			struct fwd_event ev = { .kind = FWD_EV_UP };
+
+			emit(s, NULL, &ev);
 		}
 		return;
 	}
@@ -946,9 +950,15 @@ static void sess_msg(struct warp_pipe *pipe, const uint8_t *msg, size_t len, voi
 static void sess_closed(struct warp_pipe *pipe, int err, void *user)
 {
 	struct fwd_sess *s = user;
+	const char *why = err ? warp_strerror(err) : "the peer closed the pipe";
 
-	sess_kill(s, err ? err : -WARP_ECLOSED,
-		  err ? warp_strerror(err) : "the peer closed the pipe", true);
+	/* The expose side closes pipes from keys it does not allow right after the
+	 * handshake, with EACCES. */
+	if (!s->server && !s->hello_rx && err == -EACCES)
+		why = "the peer does not allow our key";
+	else if (!s->server && !s->hello_rx && !err)
+		why = "the peer closed the pipe (is it running 'warpgate expose'?)";
+	sess_kill(s, err ? err : -WARP_ECLOSED, why, true);
 }
 
 static struct fwd_sess *sess_new(struct warp_loop *loop, struct warp_pipe *pipe, bool server)
@@ -1224,11 +1234,8 @@ static void fwd_dialed(void *user, struct warp_pipe *pipe, const struct warp_con
 		fwd_reset_pending(f);
 		return;
 	}
-	{
-		struct fwd_event ev = { .kind = FWD_EV_UP };
-
-		emit(f->sess, NULL, &ev);
-	}
+	/* Streams go out at once; the pipe counts as up when the peer's HELLO proves it
+	 * accepted us and speaks the protocol. */
 	fwd_open_pending(f);
 }
 

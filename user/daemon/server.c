@@ -721,9 +721,15 @@ static void forward_event(void *user, const struct fwd_event *ev)
 		} else {
 			char msg[512];
 
-			snprintf(msg, sizeof(msg), "no pipe to %.200s: %.200s", f->target,
+			snprintf(msg, sizeof(msg), "no pipe to %.32s%s: %.200s", f->target,
+				 strlen(f->target) > 32 ? "..." : "",
 				 ev->reason && ev->reason[0] ? ev->reason : warp_strerror(ev->err));
-			reply_err_body(f->owner, id, ev->err ? ev->err : -EIO, msg, NULL);
+			/* After a pipe existed the target was fine: report a plain failure. */
+			reply_err_body(f->owner, id,
+				       ev->peer && ev->err != -EACCES ? -EPROTO
+				       : ev->err		      ? ev->err
+								      : -EIO,
+				       msg, NULL);
 			/* The forwarder is on the stack: free it afterwards. */
 			f->doomed = true;
 			warp_loop_defer(f->d->loop, dfwd_free_deferred, f);
