@@ -143,7 +143,7 @@ struct warpd {
 	struct warp_timer *send_retry;
 	struct wd_signals sig;
 	uint64_t started_ms;
-	unsigned int reloads;
+	unsigned int reloads, restarts;
 };
 
 static struct warp_node *node_of(struct warpd *d)
@@ -831,6 +831,7 @@ static json_t *status_doc(struct warpd *d)
 	struct wd_daemon_info info = { .pid = getpid(), .socket = d->sock,
 				       .uptime_ms = warp_time_ms() - d->started_ms,
 				       .clients = d->nclients, .reloads = d->reloads,
+				       .restarts = d->restarts,
 				       .config = d->o.config_path };
 	json_t *fw = json_array(), *ex = json_array();
 	char hex[2 * WARP_PUBKEY_LEN + 1];
@@ -1325,13 +1326,13 @@ static int daemon_reload(struct warpd *d, char *why, size_t len);
 static void op_reload(struct client *c, json_t *req, json_t *id)
 {
 	char why[256] = "";
-	unsigned int before = c->d->reloads;
+	unsigned int before = c->d->restarts;
 	int err = daemon_reload(c->d, why, sizeof(why));
 
 	if (err)
 		reply_err(c, id, err, "%s", why[0] ? why : warp_strerror(err));
 	else
-		reply_ok(c, id, json_pack("{s:b}", "restarted", c->d->reloads != before));
+		reply_ok(c, id, json_pack("{s:b}", "restarted", c->d->restarts != before));
 }
 
 static const struct {
@@ -1604,8 +1605,9 @@ static int daemon_reload(struct warpd *d, char *why, size_t len)
 	if (nc.log_level >= 0)
 		warp_log_set_level((enum warp_log_level)nc.log_level);
 	old.log_level = nc.log_level;
+	d->reloads++;
 	if (!memcmp(&old, &nc, sizeof(nc))) {
-		pr_info("reload: configuration unchanged");
+		pr_info("reload: node settings unchanged");
 		return 0;
 	}
 	pr_info("reload: node settings changed, restarting the node");
@@ -1624,7 +1626,7 @@ static int daemon_reload(struct warpd *d, char *why, size_t len)
 			return err;
 		}
 	}
-	d->reloads++;
+	d->restarts++;
 	list_for_each(pos, &d->forwards)
 		fwd_forwarder_reset(list_entry(pos, struct dfwd, link)->f, node_of(d));
 	return err;

@@ -108,11 +108,12 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 	json_object_set_new(root, "version", json_string(WARP_VERSION));
 	if (d)
 		json_object_set_new(root, "daemon",
-				    json_pack("{s:b, s:i, s:s, s:I, s:I, s:i, s:s}", "running", 1,
-					      "pid", (int)d->pid, "socket", d->socket, "uptime_s",
+				    json_pack("{s:b, s:i, s:s, s:I, s:I, s:i, s:i, s:s}", "running",
+					      1, "pid", (int)d->pid, "socket", d->socket, "uptime_s",
 					      (json_int_t)(d->uptime_ms / 1000), "clients",
 					      (json_int_t)d->clients, "reloads", (int)d->reloads,
-					      "config", d->config ? d->config : ""));
+					      "node_restarts", (int)d->restarts, "config",
+					      d->config ? d->config : ""));
 	else
 		json_object_set_new(root, "daemon", json_pack("{s:b}", "running", 0));
 	json_object_set_new(root, "identity",

@@ -25,7 +25,8 @@ struct wd_daemon_info {
 	const char *socket;
 	uint64_t uptime_ms;
 	size_t clients;
-	unsigned int reloads;
+	unsigned int reloads;     /* SIGHUP / "reload" requests that took effect */
+	unsigned int restarts;    /* of those, the ones that restarted the node */
 	const char *config;     /* "" when none */
 };
 
