@@ -110,7 +110,8 @@ check "killed daemon leaves its socket" [ -S "$sock" ]
 "$W" daemon >"$tmp/d3.out" 2>"$tmp/d3.err" &
 dpid=$!
 pids+=($dpid)
-check "a new daemon replaces the stale socket" first_line "$tmp/d3.out" $dpid >/dev/null
+serves() { first_line "$@" >/dev/null; }
+check "a new daemon replaces the stale socket" serves "$tmp/d3.out" $dpid
 kill $dpid
 wait $dpid
 check "... and exits 0 on SIGTERM" [ $? = 0 ]
