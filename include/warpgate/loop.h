@@ -72,6 +72,9 @@ void warp_loop_stop(struct warp_loop *loop);
  * (-ETIMEDOUT; timeout_ms < 0 waits forever).  Nested calls are allowed. */
 int warp_loop_run_until(struct warp_loop *loop, warp_done_cb done, void *user, int timeout_ms);
 
+/* True while the loop runs callbacks (work queued now is flushed when they return). */
+bool warp_loop_dispatching(const struct warp_loop *loop);
+
 /* CLOCK_MONOTONIC in nanoseconds / milliseconds. */
 uint64_t warp_time_ns(void);
 uint64_t warp_time_ms(void);

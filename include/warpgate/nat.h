@@ -34,29 +34,29 @@ enum warp_nat_behavior {
 /* Classic NAT type. */
 enum warp_nat_type {
 	WARP_NAT_TYPE_UNKNOWN = 0,
-	WARP_NAT_OPEN = 1,            /* no NAT, no filtering */
+	WARP_NAT_OPEN = 1,	      /* no NAT, no filtering */
 	WARP_NAT_UDP_FIREWALL = 2,    /* no NAT, inbound filtered */
-	WARP_NAT_FULL_CONE = 3,       /* EIM + EIF */
+	WARP_NAT_FULL_CONE = 3,	      /* EIM + EIF */
 	WARP_NAT_RESTRICTED = 4,      /* EIM + ADF */
 	WARP_NAT_PORT_RESTRICTED = 5, /* EIM + APDF */
-	WARP_NAT_SYMMETRIC = 6,       /* ADM or APDM */
-	WARP_NAT_BLOCKED = 7,         /* no UDP answer at all */
+	WARP_NAT_SYMMETRIC = 6,	      /* ADM or APDM */
+	WARP_NAT_BLOCKED = 7,	      /* no UDP answer at all */
 };
 
 /* Port allocation delta: how the external port of a new mapping relates to earlier ones. */
 enum warp_nat_delta {
-	WARP_NAT_DELTA_NONE = 0,        /* not applicable (no NAT, blocked) or too few samples */
-	WARP_NAT_DELTA_EQUAL = 1,       /* external port = local port */
-	WARP_NAT_DELTA_PRESERVING = 2,  /* external - local constant (value = that offset) */
+	WARP_NAT_DELTA_NONE = 0,	/* not applicable (no NAT, blocked) or too few samples */
+	WARP_NAT_DELTA_EQUAL = 1,	/* external port = local port */
+	WARP_NAT_DELTA_PRESERVING = 2,	/* external - local constant (value = that offset) */
 	WARP_NAT_DELTA_INDEPENDENT = 3, /* +value per new mapping, whatever the local port */
-	WARP_NAT_DELTA_DEPENDENT = 4,   /* +value when local ports are consecutive */
-	WARP_NAT_DELTA_RANDOM = 5,      /* no model fits the samples */
+	WARP_NAT_DELTA_DEPENDENT = 4,	/* +value when local ports are consecutive */
+	WARP_NAT_DELTA_RANDOM = 5,	/* no model fits the samples */
 };
 
 /* What one probe of the classification tested. */
 enum warp_nat_probe_kind {
 	WARP_NAT_PROBE_BINDING = 0, /* plain Binding to a server's primary address */
-	WARP_NAT_PROBE_ALT_IP,      /* mapping test: alternate IP, primary port */
+	WARP_NAT_PROBE_ALT_IP,	    /* mapping test: alternate IP, primary port */
 	WARP_NAT_PROBE_ALT_IP_PORT, /* mapping test: alternate IP and port */
 	WARP_NAT_PROBE_FILTER_BASE, /* filtering test control: Binding from the filter socket */
 	WARP_NAT_PROBE_CHANGE_IP_PORT,
@@ -68,11 +68,11 @@ enum warp_nat_probe_kind {
 };
 
 struct warp_nat_probe {
-	uint8_t kind;   /* enum warp_nat_probe_kind */
+	uint8_t kind;	/* enum warp_nat_probe_kind */
 	uint8_t server; /* index into the configured server list */
 	uint8_t socket; /* local socket index (0: mapping socket) */
-	uint8_t tries;  /* transmissions */
-	bool ok;        /* answered (hairpin: own request seen) */
+	uint8_t tries;	/* transmissions */
+	bool ok;	/* answered (hairpin: own request seen) */
 	uint16_t local_port;
 	uint32_t sent_ms; /* first transmission, ms after the start */
 	uint32_t rtt_us;  /* last transmission to answer; 0 when not answered */
@@ -90,15 +90,15 @@ struct warp_nat_report {
 	enum warp_nat_type type;
 	enum warp_nat_delta delta;
 	int32_t delta_value;
-	bool hairpin;  /* hairpinning works (false also when untested) */
-	bool nat;      /* a translation was seen (mapped address is not a local one) */
-	bool udp;      /* some UDP probe was answered */
-	bool tcp;      /* STUN over TCP answered (only probed when UDP is blocked) */
-	bool rfc5780;  /* at least one server gave OTHER-ADDRESS and honoured CHANGE-REQUEST */
+	bool hairpin; /* hairpinning works (false also when untested) */
+	bool nat;     /* a translation was seen (mapped address is not a local one) */
+	bool udp;     /* some UDP probe was answered */
+	bool tcp;     /* STUN over TCP answered (only probed when UDP is blocked) */
+	bool rfc5780; /* at least one server gave OTHER-ADDRESS and honoured CHANGE-REQUEST */
 	uint8_t servers_answered;
 	uint8_t delta_samples;
 	uint32_t duration_ms;
-	uint64_t measured_at_ms; /* wall clock, ms since the epoch */
+	uint64_t measured_at_ms;       /* wall clock, ms since the epoch */
 	struct sockaddr_storage local; /* source address of the mapping socket */
 	unsigned int n_external;
 	struct sockaddr_storage external[WARP_NAT_MAX_EXTERNAL]; /* distinct UDP mappings seen */

@@ -47,6 +47,11 @@ const struct warp_identity *warp_node_identity(const struct warp_node *node);
 const struct warp_conf *warp_node_conf(const struct warp_node *node);
 uint16_t warp_node_port(const struct warp_node *node);
 
+/* Waits (running the loop) until the node has learned what it can about the network: NAT
+ * type and external endpoints, clock, brokers (each part is time-bounded).  0 or -ETIMEDOUT.
+ * A test-mode node is ready at once. */
+int warp_node_wait_ready(struct warp_node *node, int timeout_ms);
+
 int warp_node_address(struct warp_node *node, struct warp_node_addr *out);
 int warp_node_address_text(struct warp_node *node, char *buf, size_t cap);
 
@@ -55,6 +60,9 @@ int warp_node_address_text(struct warp_node *node, char *buf, size_t cap);
 void warp_node_on_accept(struct warp_node *node, warp_accept_cb cb, void *user);
 /* Restricts inbound peers to these keys (NULL/0: everyone). */
 int warp_node_allow(struct warp_node *node, const uint8_t (*keys)[WARP_PUBKEY_LEN], size_t n);
+
+/* "bpf: active (xdp: eth0)" or "bpf: off (reason)". */
+const char *warp_node_bpf_status(const struct warp_node *node);
 
 /* Status as JSON (malloc'd). */
 char *warp_node_status_json(struct warp_node *node);

@@ -88,8 +88,10 @@ struct warp_ka_entry {
 	__be16 peer_port_be;
 	__be16 local_port_be;         /* our UDP port the pipe lives on */
 	__u32 flags;                  /* WARP_KA_F_* */
-	__u64 last_seen_ns;           /* bpf_ktime_get_ns() of the last answered ping */
-	__u64 answered;               /* pings answered in the kernel */
+	__u64 last_seen_ns;           /* CLOCK_MONOTONIC of the last answered ping; jiffies
+				       * resolution (bpf_ktime_get_coarse_ns()) */
+	__u64 answered;               /* pings answered (kernel and userspace); not atomic
+				       * across CPUs, informational */
 };
 
 #define WARP_KA_F_ACTIVE 0x1
@@ -101,10 +103,20 @@ enum warp_ka_stat {
 	WARP_KA_STAT_PASS_NOT_PING,
 	WARP_KA_STAT_PASS_UNKNOWN_CID,
 	WARP_KA_STAT_DROP_WRONG_SOURCE,
-	WARP_KA_STAT_PASS_MALFORMED,
-	WARP_KA_STAT_PASS_FRAGMENT,
+	WARP_KA_STAT_PASS_MALFORMED,      /* also IPv4 options, ping not 44 bytes, phase or
+					   * reserved bits set, IPv6 UDP checksum 0 */
+	WARP_KA_STAT_PASS_FRAGMENT,       /* also TC: a GRO super-packet */
 	WARP_KA_STAT_TX_PONG,
 	WARP_KA_STAT_MAX,
+};
+
+/* Per-action counters of the probe matcher (per-CPU array indexed by this enum). */
+#define WARP_HAVE_PROBE_STATS 1
+enum warp_probe_stat {
+	WARP_PROBE_STAT_MATCH = 0, /* reply matched an outstanding id: event emitted */
+	WARP_PROBE_STAT_MISS,      /* STUN response or probe reply with an unknown id */
+	WARP_PROBE_STAT_RB_FULL,   /* matched, but the ring buffer had no room */
+	WARP_PROBE_STAT_MAX,
 };
 
 /* Probe matcher: outstanding STUN transaction IDs and punch nonces. */
@@ -144,6 +156,15 @@ struct warp_cid_key {
 struct warp_cid_route {
 	__u32 sock_index;
 	__u32 flags;
+};
+
+/* Counters of the CID demux program (per-CPU array indexed by this enum). */
+enum warp_cid_stat {
+	WARP_CID_STAT_ROUTED = 0,  /* CID found: steered to its owner */
+	WARP_CID_STAT_UNKNOWN,     /* warpgate packet, CID not routed: default socket */
+	WARP_CID_STAT_NOT_WARP,    /* STUN, TURN, garbage: default socket */
+	WARP_CID_STAT_SELECT_ERR,  /* owner slot empty: default socket */
+	WARP_CID_STAT_MAX,
 };
 
 #endif

@@ -42,7 +42,8 @@ static void reencode(const struct warp_stun_msg *m)
 	for (unsigned int i = 0, j = 0; i < m->nattrs; i++) {
 		const struct warp_stun_attr *a = &m->attrs[i];
 
-		if (a->type == WARP_STUN_ATTR_MESSAGE_INTEGRITY || a->type == WARP_STUN_ATTR_FINGERPRINT ||
+		if (a->type == WARP_STUN_ATTR_MESSAGE_INTEGRITY ||
+		    a->type == WARP_STUN_ATTR_FINGERPRINT ||
 		    a->type == WARP_STUN_ATTR_MESSAGE_INTEGRITY_SHA256)
 			continue;
 		if (m2.attrs[j].type != a->type || m2.attrs[j].len != a->len ||

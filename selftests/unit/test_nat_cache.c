@@ -156,8 +156,9 @@ static void test_damaged(void **state)
 
 	/* an entry whose report is damaged */
 	{
-		const char *bad = "{\"version\":1,\"networks\":{\"2d711642b726b04401627ca9fbac32f5\":"
-				  "{\"stored_at_ms\":1,\"report\":{\"mapping\":\"sideways\"}}}}";
+		const char *bad =
+			"{\"version\":1,\"networks\":{\"2d711642b726b04401627ca9fbac32f5\":"
+			"{\"stored_at_ms\":1,\"report\":{\"mapping\":\"sideways\"}}}}";
 
 		assert_int_equal(warp_write_file_atomic(path, bad, strlen(bad), 0600), 0);
 		assert_int_equal(warp_natcache_lookup(path, fp, 1, 0, 0, &got, &age),

@@ -23,19 +23,19 @@
 #include "nat/sockaddr.h"
 #include "nat/stun.h"
 
-#define MS       1000000ull
-#define HOST_IP  "10.0.0.2"
-#define PUB_IP   "198.51.100.20" /* the host's address when there is no NAT */
-#define EXT_IP   "203.0.113.10"
+#define MS	 1000000ull
+#define HOST_IP	 "10.0.0.2"
+#define PUB_IP	 "198.51.100.20" /* the host's address when there is no NAT */
+#define EXT_IP	 "203.0.113.10"
 #define MAX_MAPS 256
 #define MAX_PKTS 4096
 
 enum alloc {
-	ALLOC_PRESERVE,  /* external = local port when free */
-	ALLOC_SEQ,       /* base + n * delta for the n-th mapping */
+	ALLOC_PRESERVE, /* external = local port when free */
+	ALLOC_SEQ,	/* base + n * delta for the n-th mapping */
 	ALLOC_RANDOM,
 	ALLOC_DEPENDENT, /* f(base + delta * local) (+97 per extra mapping of one socket) */
-	ALLOC_OFFSET,    /* local + delta */
+	ALLOC_OFFSET,	 /* local + delta */
 };
 
 enum server_kind { SRV_RFC5780, SRV_PLAIN, SRV_LIAR, SRV_DEAD };
@@ -199,8 +199,8 @@ static bool filter_allows(struct world *w, const struct nat_map *m, const struct
 	for (unsigned int i = 0; i < m->ncontacted; i++) {
 		const struct sockaddr *c = (const struct sockaddr *)&m->contacted[i];
 
-		if (w->filtering == WARP_NAT_BEH_ADDRESS_DEPENDENT ? nat_sa_same_ip(c, src) :
-								      nat_sa_equal(c, src))
+		if (w->filtering == WARP_NAT_BEH_ADDRESS_DEPENDENT ? nat_sa_same_ip(c, src)
+								   : nat_sa_equal(c, src))
 			return true;
 	}
 	return false;
@@ -499,8 +499,8 @@ static const struct warp_nat_report *world_run(struct world *w)
 			if (w->tcp_ok && w->kind[s] != SRV_DEAD) {
 				struct sockaddr_storage m = sa(w->no_nat ? PUB_IP : EXT_IP, 50001);
 
-				warp_natclass_tcp_result(w->nc, s, 0, (struct sockaddr *)&m, 30 * MS,
-							 w->now);
+				warp_natclass_tcp_result(w->nc, s, 0, (struct sockaddr *)&m,
+							 30 * MS, w->now);
 			} else {
 				warp_natclass_tcp_result(w->nc, s, -ECONNREFUSED, NULL, 0, w->now);
 			}
@@ -613,9 +613,8 @@ static void test_symmetric_sequential(void **state)
 		w.base = 30000;
 		w.delta = cases[i].delta;
 		r = world_run(&w);
-		expect(r, WARP_NAT_SYMMETRIC, cases[i].mapping,
-		       WARP_NAT_BEH_ADDRESS_PORT_DEPENDENT, WARP_NAT_DELTA_INDEPENDENT,
-		       cases[i].delta);
+		expect(r, WARP_NAT_SYMMETRIC, cases[i].mapping, WARP_NAT_BEH_ADDRESS_PORT_DEPENDENT,
+		       WARP_NAT_DELTA_INDEPENDENT, cases[i].delta);
 		assert_true(r->delta_samples >= 10);
 		/* one external mapping per destination of the mapping socket */
 		assert_true(r->n_external >= 4);
@@ -712,8 +711,8 @@ static void test_blocked(void **state)
 	w.udp_blocked = true;
 	w.tcp_ok = true;
 	r = world_run(&w);
-	expect(r, WARP_NAT_BLOCKED, WARP_NAT_BEH_UNKNOWN, WARP_NAT_BEH_UNKNOWN,
-	       WARP_NAT_DELTA_NONE, 0);
+	expect(r, WARP_NAT_BLOCKED, WARP_NAT_BEH_UNKNOWN, WARP_NAT_BEH_UNKNOWN, WARP_NAT_DELTA_NONE,
+	       0);
 	assert_false(r->udp);
 	assert_true(r->tcp);
 	assert_int_equal(r->tcp_external.ss_family, AF_INET);
@@ -743,8 +742,8 @@ static void test_plain_servers(void **state)
 	w.filtering = WARP_NAT_BEH_ADDRESS_DEPENDENT;
 	r = world_run(&w);
 	/* mapping from two servers; filtering cannot be measured */
-	expect(r, WARP_NAT_PORT_RESTRICTED, WARP_NAT_BEH_ENDPOINT_INDEPENDENT,
-	       WARP_NAT_BEH_UNKNOWN, WARP_NAT_DELTA_EQUAL, 0);
+	expect(r, WARP_NAT_PORT_RESTRICTED, WARP_NAT_BEH_ENDPOINT_INDEPENDENT, WARP_NAT_BEH_UNKNOWN,
+	       WARP_NAT_DELTA_EQUAL, 0);
 	assert_false(r->rfc5780);
 	assert_true(r->duration_ms < 200);
 	world_free(&w);
@@ -882,7 +881,8 @@ static void test_delta_classify(void **state)
 	assert_int_equal(v, 2);
 	/* random */
 	{
-		static const uint16_t ports[] = { 31337, 1207, 60001, 44443, 8086, 23456, 51515, 9999 };
+		static const uint16_t ports[] = { 31337, 1207,	60001, 44443,
+						  8086,	 23456, 51515, 9999 };
 
 		for (unsigned int i = 0; i < 8; i++) {
 			s[i].seq = false;
@@ -909,8 +909,10 @@ static void test_json(void **state)
 	j = warp_nat_report_to_json(r, 0);
 	assert_non_null(j);
 	assert_int_equal(json_object_size(j), 7);
-	assert_string_equal(json_string_value(json_object_get(j, "mapping")), "endpoint-independent");
-	assert_string_equal(json_string_value(json_object_get(j, "filtering")), "address-dependent");
+	assert_string_equal(json_string_value(json_object_get(j, "mapping")),
+			    "endpoint-independent");
+	assert_string_equal(json_string_value(json_object_get(j, "filtering")),
+			    "address-dependent");
 	assert_string_equal(json_string_value(json_object_get(j, "type")), "restricted");
 	d = json_object_get(j, "delta");
 	assert_string_equal(json_string_value(json_object_get(d, "type")), "independent");
@@ -919,8 +921,8 @@ static void test_json(void **state)
 	assert_string_equal(json_string_value(json_array_get(json_object_get(j, "external"), 0)),
 			    "203.0.113.10:20000");
 	assert_int_equal(json_array_size(json_object_get(j, "probes")), r->n_probes);
-	assert_true(json_is_real(json_object_get(json_array_get(json_object_get(j, "probes"), 0),
-						 "rtt_ms")));
+	assert_true(json_is_real(
+		json_object_get(json_array_get(json_object_get(j, "probes"), 0), "rtt_ms")));
 	json_decref(j);
 
 	j = warp_nat_report_to_json(r, WARP_NAT_JSON_NO_PROBES);

@@ -50,10 +50,10 @@ static void test_timestamps(void **state)
 		assert_int_equal(warp_ntp_diff_ns(ts, warp_ntp_from_unix_ns(t - 3 * SEC)) / 1000,
 				 3000000);
 	}
-	assert_int_equal(warp_ntp_diff_ns(warp_ntp_from_unix_ns(1 * SEC),
-					  warp_ntp_from_unix_ns(3 * SEC)) /
-				 1000,
-			 -2000000);
+	assert_int_equal(
+		warp_ntp_diff_ns(warp_ntp_from_unix_ns(1 * SEC), warp_ntp_from_unix_ns(3 * SEC)) /
+			1000,
+		-2000000);
 }
 
 static struct warp_ntp_packet server_reply(uint64_t org)
@@ -227,7 +227,8 @@ static int run_fake(struct fake *f, unsigned int n, enum warp_sntp_pick pick, in
 			assert_true(nat_sa_equal((struct sockaddr *)&tx.dest,
 						 (struct sockaddr *)&cfg.servers[tx.server]));
 			fk->seen++;
-			if (fk->kind == FAKE_SILENT || (fk->kind == FAKE_DROP_FIRST && fk->seen == 1))
+			if (fk->kind == FAKE_SILENT ||
+			    (fk->kind == FAKE_DROP_FIRST && fk->seen == 1))
 				continue;
 			rep.stratum = fk->kind == FAKE_RATE ? 0 : 2;
 			rep.refid = fk->kind == FAKE_RATE ? 0x52415445 : 0x0a000001;
@@ -264,9 +265,9 @@ static int run_fake(struct fake *f, unsigned int n, enum warp_sntp_pick pick, in
 				continue;
 			}
 			{
-				int ret = warp_sntp_handle_input(s, q[i].server, q[i].data, 48,
-								 (struct sockaddr *)&cfg.servers[q[i].server],
-								 now);
+				int ret = warp_sntp_handle_input(
+					s, q[i].server, q[i].data, 48,
+					(struct sockaddr *)&cfg.servers[q[i].server], now);
 
 				if (q[i].spoof)
 					assert_int_equal(ret, 0);
@@ -288,8 +289,10 @@ static void test_query_fake(void **state)
 	/* local clock 250 ms slow; one falseticker, one rate-limiting, one unsynchronised */
 	{
 		struct fake f[5] = {
-			{ FAKE_GOOD, 0, 10 * MS, 0 },      { FAKE_GOOD, 2 * MS, 25 * MS, 0 },
-			{ FAKE_FALSE, 5 * SEC, 5 * MS, 0 }, { FAKE_RATE, 0, 5 * MS, 0 },
+			{ FAKE_GOOD, 0, 10 * MS, 0 },
+			{ FAKE_GOOD, 2 * MS, 25 * MS, 0 },
+			{ FAKE_FALSE, 5 * SEC, 5 * MS, 0 },
+			{ FAKE_RATE, 0, 5 * MS, 0 },
 			{ FAKE_DROP_FIRST, -1 * MS, 15 * MS, 0 },
 		};
 
@@ -305,7 +308,8 @@ static void test_query_fake(void **state)
 	}
 	/* lowest delay */
 	{
-		struct fake f[2] = { { FAKE_GOOD, 0, 40 * MS, 0 }, { FAKE_GOOD, 3 * MS, 2 * MS, 0 } };
+		struct fake f[2] = { { FAKE_GOOD, 0, 40 * MS, 0 },
+				     { FAKE_GOOD, 3 * MS, 2 * MS, 0 } };
 
 		assert_int_equal(run_fake(f, 2, WARP_SNTP_LOWEST_DELAY, 0, &r, &s), 0);
 		assert_int_equal(r.server, 1);
@@ -314,7 +318,8 @@ static void test_query_fake(void **state)
 	}
 	/* nobody usable: a distinct error, never the local clock */
 	{
-		struct fake f[3] = { { FAKE_SILENT, 0, 0, 0 }, { FAKE_UNSYNC, 0, 5 * MS, 0 },
+		struct fake f[3] = { { FAKE_SILENT, 0, 0, 0 },
+				     { FAKE_UNSYNC, 0, 5 * MS, 0 },
 				     { FAKE_RATE, 0, 5 * MS, 0 } };
 
 		assert_int_equal(run_fake(f, 3, WARP_SNTP_INTERSECT, 0, &r, &s), -WARP_ECLOCK);
@@ -370,8 +375,7 @@ struct qlog {
 	struct warp_sntp_result r;
 };
 
-static void qcb(struct warp_sntp_query *q, int status, const struct warp_sntp_result *r,
-		void *user)
+static void qcb(struct warp_sntp_query *q, int status, const struct warp_sntp_result *r, void *user)
 {
 	struct qlog *l = user;
 
@@ -485,12 +489,9 @@ static void test_chronyd(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_timestamps),
-		cmocka_unit_test(test_codec_and_checks),
-		cmocka_unit_test(test_sample_math),
-		cmocka_unit_test(test_combine),
-		cmocka_unit_test(test_query_fake),
-		cmocka_unit_test(test_synced_clock),
+		cmocka_unit_test(test_timestamps),  cmocka_unit_test(test_codec_and_checks),
+		cmocka_unit_test(test_sample_math), cmocka_unit_test(test_combine),
+		cmocka_unit_test(test_query_fake),  cmocka_unit_test(test_synced_clock),
 		cmocka_unit_test(test_chronyd),
 	};
 

@@ -63,7 +63,8 @@ static const char rfc5769_v6[] =
 static const char rfc5769_long_term[] =
 	"00 01 00 60 21 12 a4 42 78 ad 34 33 c6 ad 72 c0 29 da 41 2e"
 	"00 06 00 12 e3 83 9e e3 83 88 e3 83 aa e3 83 83 e3 82 af e3 82 b9 00 00"
-	"00 15 00 1c 66 2f 2f 34 39 39 6b 39 35 34 64 36 4f 4c 33 34 6f 4c 39 46 53 54 76 79 36 34 73 41"
+	"00 15 00 1c 66 2f 2f 34 39 39 6b 39 35 34 64 36 4f 4c 33 34 6f 4c 39 46 53 54 76 79 36 34 "
+	"73 41"
 	"00 14 00 0b 65 78 61 6d 70 6c 65 2e 6f 72 67 00"
 	"00 08 00 14 f6 70 24 65 6d d6 4a 3e 02 b8 e0 71 2e 85 c9 a2 8c a8 96 66";
 static const char short_term_pw[] = "VOkJxbRl1RmTxUk/WvJxBt";
@@ -147,7 +148,8 @@ static void test_rfc5769_long_term(void **state)
 	struct warp_stun_msg m;
 	struct warp_stun_builder b;
 	/* "マトリックス" in UTF-8 */
-	const char user[] = "\xe3\x83\x9e\xe3\x83\x88\xe3\x83\xaa\xe3\x83\x83\xe3\x82\xaf\xe3\x82\xb9";
+	const char user[] =
+		"\xe3\x83\x9e\xe3\x83\x88\xe3\x83\xaa\xe3\x83\x83\xe3\x82\xaf\xe3\x82\xb9";
 	const char nonce[] = "f//499k954d6OL34oL9FSTvy64sA";
 	int klen;
 
@@ -169,9 +171,9 @@ static void test_rfc5769_long_term(void **state)
 	assert_int_equal(warp_stun_build_end(&b), (int)len);
 	assert_memory_equal(out, buf, len);
 
-	assert_int_equal(warp_stun_long_term_key(user, "example.org", "TheMatrIX",
-						 WARP_STUN_PW_SHA256, key),
-			 32);
+	assert_int_equal(
+		warp_stun_long_term_key(user, "example.org", "TheMatrIX", WARP_STUN_PW_SHA256, key),
+		32);
 	assert_int_equal(warp_stun_long_term_key(user, "r", "p", 9, key), -EINVAL);
 }
 
@@ -388,7 +390,8 @@ static void test_malformed(void **state)
 		struct warp_stun_builder b;
 		int len;
 
-		warp_stun_build_init(&b, bad, sizeof(bad), WARP_STUN_BINDING, WARP_STUN_REQUEST, tid);
+		warp_stun_build_init(&b, bad, sizeof(bad), WARP_STUN_BINDING, WARP_STUN_REQUEST,
+				     tid);
 		warp_stun_add_fingerprint(&b);
 		len = warp_stun_build_end(&b);
 		warp_put_u16(bad + len, WARP_STUN_ATTR_SOFTWARE);
@@ -430,7 +433,8 @@ static void test_bad_attribute_values(void **state)
 		{ WARP_STUN_ATTR_ERROR_CODE, "00 00 04", -WARP_EMALFORMED },
 		{ WARP_STUN_ATTR_UNKNOWN_ATTRIBUTES, "00 01 00", -WARP_EMALFORMED },
 		{ WARP_STUN_ATTR_MESSAGE_INTEGRITY, "00 01 02 03", -WARP_EMALFORMED },
-		{ WARP_STUN_ATTR_MESSAGE_INTEGRITY_SHA256, "00 01 02 03 04 05 06 07", -WARP_EMALFORMED },
+		{ WARP_STUN_ATTR_MESSAGE_INTEGRITY_SHA256, "00 01 02 03 04 05 06 07",
+		  -WARP_EMALFORMED },
 		{ WARP_STUN_ATTR_FINGERPRINT, "00 01", -WARP_EMALFORMED },
 		{ WARP_STUN_ATTR_LIFETIME, "00 01", -WARP_EMALFORMED },
 		{ WARP_STUN_ATTR_CHANGE_REQUEST, "00 00 00 06 00", -WARP_EMALFORMED },

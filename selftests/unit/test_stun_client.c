@@ -73,7 +73,8 @@ static int respond(uint8_t *out, size_t cap, const struct warp_stun_tx *tx, int 
 	assert_int_equal(warp_stun_decode(&m, tx->data, tx->len), 0);
 	warp_stun_build_init(&b, out, cap, m.method, cls, m.tid);
 	if (cls == WARP_STUN_SUCCESS)
-		warp_stun_add_addr(&b, WARP_STUN_ATTR_XOR_MAPPED_ADDRESS, (struct sockaddr *)&local);
+		warp_stun_add_addr(&b, WARP_STUN_ATTR_XOR_MAPPED_ADDRESS,
+				   (struct sockaddr *)&local);
 	else
 		warp_stun_add_error(&b, code, "err");
 	if (unknown_attr)
@@ -293,18 +294,18 @@ static void test_integrity_and_errors(void **state)
 	}
 	/* unsigned success and wrongly signed success are dropped */
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_SUCCESS, 0, NULL, false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 0);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		0);
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_SUCCESS, 0, "wrong", false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 0);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		0);
 	/* unsigned 438 is accepted (RFC 8489 allows 400, 401 and 438 without integrity) */
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_ERROR, 438, NULL, false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 1);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		1);
 	assert_int_equal(r.res.status, 0);
 	assert_int_equal(r.res.error_code, 438);
 	assert_int_equal(r.res.mapped.ss_family, AF_UNSPEC);
@@ -313,13 +314,13 @@ static void test_integrity_and_errors(void **state)
 	assert_int_equal(warp_stun_client_start(c, &req, 0, NULL), 0);
 	assert_true(warp_stun_client_poll_transmit(c, 0, &tx));
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_ERROR, 420, NULL, false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 0);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		0);
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_SUCCESS, 0, "secret", false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 1);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		1);
 	assert_int_equal(r.calls, 2);
 	assert_int_equal(r.res.status, 0);
 	assert_int_equal(r.res.error_code, 0);
@@ -329,16 +330,16 @@ static void test_integrity_and_errors(void **state)
 	assert_int_equal(warp_stun_client_start(c, &req, 0, NULL), 0);
 	assert_true(warp_stun_client_poll_transmit(c, 0, &tx));
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_ERROR, 420, NULL, false);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 1);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		1);
 	assert_int_equal(r.res.error_code, 420);
 	assert_int_equal(warp_stun_client_start(c, &req, 0, NULL), 0);
 	assert_true(warp_stun_client_poll_transmit(c, 0, &tx));
 	n = respond(resp, sizeof(resp), &tx, WARP_STUN_SUCCESS, 0, NULL, true);
-	assert_int_equal(warp_stun_client_handle_input(c, 0, resp, (size_t)n,
-						       (struct sockaddr *)&server, 1),
-			 1);
+	assert_int_equal(
+		warp_stun_client_handle_input(c, 0, resp, (size_t)n, (struct sockaddr *)&server, 1),
+		1);
 	assert_int_equal(r.res.status, -WARP_EMALFORMED);
 	warp_stun_client_free(c);
 }
@@ -549,9 +550,9 @@ static void test_udp_transport(void **state)
 	assert_true(r.res.rtt_ns < 1000 * MS);
 
 	/* non-STUN traffic on the socket reaches the rx callback */
-	assert_int_equal(sendto(srv.fd, "xyz", 3, 0, (struct sockaddr *)&laddr,
-				sizeof(struct sockaddr_in)),
-			 3);
+	assert_int_equal(
+		sendto(srv.fd, "xyz", 3, 0, (struct sockaddr *)&laddr, sizeof(struct sockaddr_in)),
+		3);
 	for (int i = 0; i < 50 && !rx.n; i++)
 		warp_loop_run_once(loop, 20);
 	assert_int_equal(rx.n, 1);

@@ -59,6 +59,7 @@ struct warp_loop {
 	pthread_mutex_t post_lock;
 	struct call_queue posted;
 	int stop;
+	int dispatching;          /* > 0 while callbacks run (nested runs included) */
 };
 
 uint64_t warp_time_ns(void)
@@ -462,6 +463,7 @@ int warp_loop_run_once(struct warp_loop *loop, int timeout_ms)
 			return -errno;
 		n = 0;
 	}
+	loop->dispatching++;
 	for (int i = 0; i < n; i++) {
 		int fd = (int)(uint32_t)evs[i].data.u64;
 		uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
@@ -484,7 +486,13 @@ int warp_loop_run_once(struct warp_loop *loop, int timeout_ms)
 	}
 	done += run_timers(loop);
 	done += run_deferred(loop);
+	loop->dispatching--;
 	return done;
+}
+
+bool warp_loop_dispatching(const struct warp_loop *loop)
+{
+	return loop->dispatching > 0;
 }
 
 int warp_loop_run(struct warp_loop *loop)

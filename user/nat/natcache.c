@@ -84,7 +84,8 @@ static uint64_t stored_at(const json_t *entry)
 {
 	const json_t *v = json_object_get(entry, "stored_at_ms");
 
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+							       : 0;
 }
 
 int warp_natcache_lookup(const char *path, const void *fp, size_t fplen, uint64_t now_ms,
@@ -140,8 +141,8 @@ int warp_natcache_store(const char *path, const void *fp, size_t fplen,
 	}
 	nets = json_object_get(root, "networks");
 	rep = warp_nat_report_to_json(r, WARP_NAT_JSON_DETAILS);
-	entry = rep ? json_pack("{s:I, s:o}", "stored_at_ms", (json_int_t)now_ms, "report", rep) :
-		      NULL;
+	entry = rep ? json_pack("{s:I, s:o}", "stored_at_ms", (json_int_t)now_ms, "report", rep)
+		    : NULL;
 	if (!entry || json_object_set_new(nets, key, entry)) {
 		err = -ENOMEM;
 		goto out;
@@ -151,7 +152,8 @@ int warp_natcache_store(const char *path, const void *fp, size_t fplen,
 		uint64_t oldest_at = UINT64_MAX;
 		json_t *v;
 
-		json_object_foreach(nets, k, v) {
+		json_object_foreach(nets, k, v)
+		{
 			if (stored_at(v) < oldest_at) {
 				oldest_at = stored_at(v);
 				oldest = k;

@@ -18,17 +18,17 @@
 #include "nat/sockaddr.h"
 
 #define MAX_PROBES 128
-#define MS         1000000ull
+#define MS	   1000000ull
 
 struct probe {
 	struct warp_natclass *nc;
-	uint8_t kind;   /* enum warp_nat_probe_kind */
+	uint8_t kind; /* enum warp_nat_probe_kind */
 	uint8_t server;
-	uint8_t sock;   /* index into cfg.socks (TCP probes: the mapping socket) */
+	uint8_t sock; /* index into cfg.socks (TCP probes: the mapping socket) */
 	bool tcp;
-	bool active;    /* a client transaction (or a TCP probe) is outstanding */
+	bool active; /* a client transaction (or a TCP probe) is outstanding */
 	bool done;
-	bool ok;        /* answered with a usable success (hairpin: own request seen) */
+	bool ok; /* answered with a usable success (hairpin: own request seen) */
 	bool has_other;
 	int status;
 	int error_code;
@@ -40,7 +40,7 @@ struct probe {
 
 struct server {
 	int m0, alt_ip, alt_ip_port, f0, fc, fp, tcp; /* probe indices, -1: none */
-	int fsock;                                     /* FILTER socket index, -1: none */
+	int fsock;				      /* FILTER socket index, -1: none */
 	bool has_other;
 	struct sockaddr_storage other;
 	bool map_done, filt_done, capable;
@@ -57,7 +57,7 @@ struct warp_natclass {
 	int msock;
 	uint64_t start_ns, hard_stop;
 	bool started, done;
-	int hairpin;      /* probe index, -1: not started */
+	int hairpin; /* probe index, -1: not started */
 	bool tcp_started;
 	unsigned int tcp_polled;
 	bool map_decided, filt_decided, blocked;
@@ -257,8 +257,9 @@ int warp_natclass_start(struct warp_natclass *nc, uint64_t now_ns)
 	nc->start_ns = now_ns;
 	nc->hard_stop = now_ns + cfg->max_duration_ms * MS;
 	for (unsigned int s = 0; s < cfg->n_servers; s++)
-		nc->srv[s].m0 = start_probe(nc, now_ns, WARP_NAT_PROBE_BINDING, s, nc->msock,
-					    (const struct sockaddr *)&cfg->servers[s], 0, false, to);
+		nc->srv[s].m0 =
+			start_probe(nc, now_ns, WARP_NAT_PROBE_BINDING, s, nc->msock,
+				    (const struct sockaddr *)&cfg->servers[s], 0, false, to);
 	for (unsigned int s = 0; s < cfg->n_servers; s++) {
 		struct server *sv = &nc->srv[s];
 		const struct sockaddr *d = (const struct sockaddr *)&cfg->servers[s];
@@ -288,8 +289,7 @@ int warp_natclass_start(struct warp_natclass *nc, uint64_t now_ns)
 	return 0;
 }
 
-bool warp_natclass_poll_transmit(struct warp_natclass *nc, uint64_t now_ns,
-				 struct warp_stun_tx *tx)
+bool warp_natclass_poll_transmit(struct warp_natclass *nc, uint64_t now_ns, struct warp_stun_tx *tx)
 {
 	return !nc->done && warp_stun_client_poll_transmit(nc->client, now_ns, tx);
 }
@@ -326,7 +326,8 @@ static bool is_local(const struct warp_natclass *nc, const struct sockaddr *mapp
 
 static bool same(const struct probe *a, const struct probe *b)
 {
-	return nat_sa_equal((const struct sockaddr *)&a->mapped, (const struct sockaddr *)&b->mapped);
+	return nat_sa_equal((const struct sockaddr *)&a->mapped,
+			    (const struct sockaddr *)&b->mapped);
 }
 
 /* OTHER-ADDRESS is usable only when it differs from the primary in IP and in port. */
@@ -365,8 +366,8 @@ static void server_mapping(struct warp_natclass *nc, unsigned int s)
 		} else if (!b->done) {
 			return;
 		} else if (b->ok) {
-			sv->map = same(b, a) ? WARP_NAT_BEH_ADDRESS_DEPENDENT :
-					       WARP_NAT_BEH_ADDRESS_PORT_DEPENDENT;
+			sv->map = same(b, a) ? WARP_NAT_BEH_ADDRESS_DEPENDENT
+					     : WARP_NAT_BEH_ADDRESS_PORT_DEPENDENT;
 		} else {
 			sv->map = WARP_NAT_BEH_ADDRESS_DEPENDENT; /* at least */
 		}
@@ -376,8 +377,8 @@ static void server_mapping(struct warp_natclass *nc, unsigned int s)
 	if (!a->done || !b->done)
 		return;
 	if (b->ok)
-		sv->map = same(b, m0) ? WARP_NAT_BEH_ENDPOINT_INDEPENDENT :
-					WARP_NAT_BEH_ADDRESS_DEPENDENT;
+		sv->map = same(b, m0) ? WARP_NAT_BEH_ENDPOINT_INDEPENDENT
+				      : WARP_NAT_BEH_ADDRESS_DEPENDENT;
 	sv->map_done = true;
 }
 
@@ -498,7 +499,8 @@ static enum warp_nat_behavior mapping_from_pairs(struct warp_natclass *nc)
 	for (unsigned int i = 0; i < nc->nprobes; i++) {
 		struct probe *a = &nc->probes[i];
 
-		if (!a->ok || a->tcp || (int)a->sock != nc->msock || a->kind == WARP_NAT_PROBE_HAIRPIN)
+		if (!a->ok || a->tcp || (int)a->sock != nc->msock ||
+		    a->kind == WARP_NAT_PROBE_HAIRPIN)
 			continue;
 		for (unsigned int j = i + 1; j < nc->nprobes; j++) {
 			struct probe *b = &nc->probes[j];
@@ -511,7 +513,8 @@ static enum warp_nat_behavior mapping_from_pairs(struct warp_natclass *nc)
 			if (same(a, b))
 				continue;
 			differ = true;
-			if (nat_sa_same_ip((struct sockaddr *)&a->dest, (struct sockaddr *)&b->dest))
+			if (nat_sa_same_ip((struct sockaddr *)&a->dest,
+					   (struct sockaddr *)&b->dest))
 				port_dep = true;
 		}
 	}
@@ -530,7 +533,8 @@ static bool behind_nat(struct warp_natclass *nc, bool *known)
 	for (unsigned int i = 0; i < nc->nprobes; i++) {
 		struct probe *p = &nc->probes[i];
 
-		if (!p->ok || p->tcp || (int)p->sock != nc->msock || p->kind == WARP_NAT_PROBE_HAIRPIN)
+		if (!p->ok || p->tcp || (int)p->sock != nc->msock ||
+		    p->kind == WARP_NAT_PROBE_HAIRPIN)
 			continue;
 		if (is_local(nc, (struct sockaddr *)&p->mapped, p->sock))
 			local++;
@@ -611,7 +615,8 @@ static void mark_outvoted(struct warp_natclass *nc)
 	if (best < 2)
 		return;
 	for (unsigned int s = 0; s < nc->cfg.n_servers; s++)
-		if (pok(nc, nc->srv[s].m0) && !same(P(nc, nc->srv[s].m0), P(nc, nc->srv[best_s].m0)))
+		if (pok(nc, nc->srv[s].m0) &&
+		    !same(P(nc, nc->srv[s].m0), P(nc, nc->srv[best_s].m0)))
 			nc->srv[s].outvoted = true;
 }
 
@@ -762,7 +767,8 @@ static void compute_delta(struct warp_natclass *nc, bool nat)
 		if (k == nkeys) {
 			owner[nkeys] = (int)i;
 			smp[nkeys].order = nkeys;
-			smp[nkeys].local = nat_sa_port((struct sockaddr *)&nc->cfg.socks[p->sock].local);
+			smp[nkeys].local =
+				nat_sa_port((struct sockaddr *)&nc->cfg.socks[p->sock].local);
 			smp[nkeys].mapped = 0;
 			smp[nkeys].seq = nc->cfg.socks[p->sock].role == WARP_NATCLASS_DELTA_SEQ;
 			nkeys++;
@@ -783,7 +789,8 @@ static void compute_delta(struct warp_natclass *nc, bool nat)
 static void add_external(struct warp_nat_report *r, const struct sockaddr_storage *a)
 {
 	for (unsigned int i = 0; i < r->n_external; i++)
-		if (nat_sa_equal((const struct sockaddr *)&r->external[i], (const struct sockaddr *)a))
+		if (nat_sa_equal((const struct sockaddr *)&r->external[i],
+				 (const struct sockaddr *)a))
 			return;
 	if (r->n_external < WARP_NAT_MAX_EXTERNAL)
 		r->external[r->n_external++] = *a;
@@ -938,7 +945,8 @@ static void evaluate(struct warp_natclass *nc, uint64_t now)
 		nc->blocked = true;
 		if (!cfg->no_tcp && !nc->tcp_started) {
 			nc->tcp_started = true;
-			for (unsigned int s = 0; s < cfg->n_servers && nc->nprobes < MAX_PROBES; s++) {
+			for (unsigned int s = 0; s < cfg->n_servers && nc->nprobes < MAX_PROBES;
+			     s++) {
 				struct probe *p = &nc->probes[nc->nprobes];
 
 				memset(p, 0, sizeof(*p));

@@ -18,9 +18,10 @@
  * a quorum: a behaviour is accepted when `quorum` servers agree (fewer when fewer servers
  * can answer); when servers disagree the majority wins and a tie goes to the more
  * restrictive behaviour; servers that were outvoted (or whose mapped address disagrees with
- * the majority) do not contribute to the external addresses and the delta.  Servers without OTHER-ADDRESS (plain RFC 5389) still give mapped
- * addresses: mapping is then inferred by comparing the mappings seen from the MAPPING socket
- * towards different servers, and filtering stays unknown.  If no UDP probe is answered at
+ * the majority) do not contribute to the external addresses and the delta.  Servers
+ * without OTHER-ADDRESS (plain RFC 5389) still give mapped addresses: mapping is then
+ * inferred by comparing the mappings seen from the MAPPING socket towards different
+ * servers, and filtering stays unknown.  If no UDP probe is answered at
  * all, STUN over TCP is tried (warp_natclass_poll_tcp) to tell "UDP blocked" from "offline".
  *
  * The delta is computed over every mapping the run created, in the order the NAT saw them
@@ -44,8 +45,8 @@
 #include "nat/stun_client.h"
 
 #define WARP_NATCLASS_MAX_SERVERS 8
-#define WARP_NATCLASS_MAX_SOCKS   40
-#define WARP_NATCLASS_MAX_LOCAL   16
+#define WARP_NATCLASS_MAX_SOCKS	  40
+#define WARP_NATCLASS_MAX_LOCAL	  16
 
 enum warp_natclass_role {
 	WARP_NATCLASS_MAPPING = 0,
@@ -56,7 +57,7 @@ enum warp_natclass_role {
 
 struct warp_natclass_sock {
 	int tag;
-	uint8_t role; /* enum warp_natclass_role */
+	uint8_t role;		       /* enum warp_natclass_role */
 	struct sockaddr_storage local; /* bound address; its port matters, the IP may be any */
 };
 
@@ -68,14 +69,14 @@ struct warp_natclass_cfg {
 	/* the host's own addresses: a mapped address among them (same port) means no NAT */
 	unsigned int n_local_ips;
 	struct sockaddr_storage local_ips[WARP_NATCLASS_MAX_LOCAL];
-	unsigned int quorum;         /* agreeing servers for a verdict (2) */
-	uint32_t probe_rto_ms;       /* first retransmission (200) */
+	unsigned int quorum;	     /* agreeing servers for a verdict (2) */
+	uint32_t probe_rto_ms;	     /* first retransmission (200) */
 	uint32_t probe_timeout_ms;   /* a probe unanswered by then is lost (1500) */
 	uint32_t hairpin_timeout_ms; /* (400) */
 	/* CHANGE-REQUEST probes count as lost this long after the filter socket's plain Binding
 	 * was answered (at least 4 of its RTTs) (500) */
 	uint32_t filter_wait_ms;
-	uint32_t max_duration_ms;    /* hard stop (8000) */
+	uint32_t max_duration_ms; /* hard stop (8000) */
 	bool no_hairpin;
 	bool no_tcp;
 	const char *software; /* SOFTWARE attribute, NULL: none */

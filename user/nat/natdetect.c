@@ -114,8 +114,8 @@ static bool start_tcp(struct warp_nat_detect *d, const struct warp_natclass_tcp_
 		.cb = tcp_done,
 		.user = t,
 	};
-	const struct sockaddr *bind_addr = d->cfg.bind.ss_family ? (struct sockaddr *)&d->cfg.bind :
-								   NULL;
+	const struct sockaddr *bind_addr =
+		d->cfg.bind.ss_family ? (struct sockaddr *)&d->cfg.bind : NULL;
 
 	t->d = d;
 	t->server = p->server;
@@ -156,7 +156,8 @@ static bool pump(struct warp_nat_detect *d)
 
 		if (tx.sock < 0 || (unsigned int)tx.sock >= d->nfds)
 			continue;
-		if (sendto(d->fds[tx.sock], tx.data, tx.len, MSG_DONTWAIT, sa, nat_sa_len(sa)) < 0) {
+		if (sendto(d->fds[tx.sock], tx.data, tx.len, MSG_DONTWAIT, sa, nat_sa_len(sa)) <
+		    0) {
 			char a[NAT_SA_STRLEN];
 
 			pr_debug("sendto %s: %s", nat_sa_str(sa, a, sizeof(a)), strerror(errno));
@@ -296,7 +297,8 @@ static int open_socks(struct warp_nat_detect *d)
 				break;
 		if (n == d->cfg.n_delta_seq) {
 			for (unsigned int i = 0; i < n; i++)
-				if ((err = add_sock(d, fds[i], WARP_NATCLASS_DELTA_SEQ, &locals[i]))) {
+				if ((err = add_sock(d, fds[i], WARP_NATCLASS_DELTA_SEQ,
+						    &locals[i]))) {
 					while (++i < n)
 						close(fds[i]);
 					return err;
@@ -320,7 +322,8 @@ static void local_ips(struct warp_nat_detect *d, int family)
 		c->local_ips[c->n_local_ips++] = d->cfg.bind;
 	if (getifaddrs(&ifa) < 0)
 		return;
-	for (struct ifaddrs *i = ifa; i && c->n_local_ips < WARP_NATCLASS_MAX_LOCAL; i = i->ifa_next) {
+	for (struct ifaddrs *i = ifa; i && c->n_local_ips < WARP_NATCLASS_MAX_LOCAL;
+	     i = i->ifa_next) {
 		if (!i->ifa_addr || i->ifa_addr->sa_family != family)
 			continue;
 		memset(&c->local_ips[c->n_local_ips], 0, sizeof(c->local_ips[0]));

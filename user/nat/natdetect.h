@@ -28,9 +28,9 @@ struct warp_nat_detect_cfg {
 	struct sockaddr_storage bind;
 	unsigned int n_delta_random; /* (4) */
 	unsigned int n_delta_seq;    /* (4) */
-	bool no_filter;              /* skip the filtering tests (no filter sockets) */
+	bool no_filter;		     /* skip the filtering tests (no filter sockets) */
 	uint32_t tcp_timeout_ms;     /* STUN over TCP, connect included (3000) */
-	const char *cache_path;      /* NULL: no cache */
+	const char *cache_path;	     /* NULL: no cache */
 	const void *fingerprint;
 	size_t fingerprint_len;
 	uint64_t cache_max_age_ms; /* older entries are not offered (0: any age) */

@@ -18,8 +18,8 @@ static const char *const behavior_names[] = {
 };
 
 static const char *const type_names[] = {
-	"unknown", "open",	     "udp-firewall", "full-cone",
-	"restricted", "port-restricted", "symmetric",	 "blocked",
+	"unknown",	   "open",	"udp-firewall", "full-cone", "restricted",
+	"port-restricted", "symmetric", "blocked",
 };
 
 static const char *const delta_names[] = {
@@ -27,7 +27,7 @@ static const char *const delta_names[] = {
 };
 
 static const char *const probe_names[] = {
-	"binding",	"alt-ip",	"alt-ip-port", "filter-base", "change-ip-port",
+	"binding",     "alt-ip",  "alt-ip-port", "filter-base", "change-ip-port",
 	"change-port", "hairpin", "delta",	 "tcp",
 };
 
@@ -80,8 +80,8 @@ enum warp_nat_type warp_nat_type_from_behavior(bool nat, enum warp_nat_behavior 
 					       enum warp_nat_behavior filtering)
 {
 	if (!nat)
-		return filtering == WARP_NAT_BEH_ENDPOINT_INDEPENDENT ? WARP_NAT_OPEN :
-									WARP_NAT_UDP_FIREWALL;
+		return filtering == WARP_NAT_BEH_ENDPOINT_INDEPENDENT ? WARP_NAT_OPEN
+								      : WARP_NAT_UDP_FIREWALL;
 	switch (mapping) {
 	case WARP_NAT_BEH_ENDPOINT_INDEPENDENT:
 		if (filtering == WARP_NAT_BEH_ENDPOINT_INDEPENDENT)
@@ -136,15 +136,16 @@ json_t *warp_nat_report_to_json(const struct warp_nat_report *r, unsigned int fl
 	if (!(flags & WARP_NAT_JSON_NO_PROBES)) {
 		json_t *probes = json_array();
 
-		for (unsigned int i = 0; probes && i < r->n_probes && i < WARP_NAT_MAX_PROBES; i++) {
+		for (unsigned int i = 0; probes && i < r->n_probes && i < WARP_NAT_MAX_PROBES;
+		     i++) {
 			const struct warp_nat_probe *p = &r->probes[i];
 			json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:o, s:o, s:b, s:i, s:i, s:f}",
 					      "kind", warp_nat_probe_kind_name(p->kind), "server",
-					      (int)p->server, "socket", (int)p->socket, "local_port",
-					      (int)p->local_port, "dest", addr_json(&p->dest),
-					      "mapped", addr_json(&p->mapped), "ok", (int)p->ok,
-					      "tries", (int)p->tries, "sent_ms", (int)p->sent_ms,
-					      "rtt_ms", p->rtt_us / 1000.0);
+					      (int)p->server, "socket", (int)p->socket,
+					      "local_port", (int)p->local_port, "dest",
+					      addr_json(&p->dest), "mapped", addr_json(&p->mapped),
+					      "ok", (int)p->ok, "tries", (int)p->tries, "sent_ms",
+					      (int)p->sent_ms, "rtt_ms", p->rtt_us / 1000.0);
 
 			err |= json_array_append_new(probes, j) ? -ENOMEM : 0;
 		}
@@ -234,14 +235,16 @@ int warp_nat_report_from_json(const json_t *j, struct warp_nat_report *r)
 	ext = json_object_get(j, "external");
 	if (!json_is_array(ext) || json_array_size(ext) > WARP_NAT_MAX_EXTERNAL)
 		return -WARP_EMALFORMED;
-	json_array_foreach(ext, i, v) {
+	json_array_foreach(ext, i, v)
+	{
 		if (get_addr(v, &r->external[r->n_external]) || json_is_null(v))
 			return -WARP_EMALFORMED;
 		r->n_external++;
 	}
 	probes = json_object_get(j, "probes");
 	if (json_is_array(probes)) {
-		json_array_foreach(probes, i, v) {
+		json_array_foreach(probes, i, v)
+		{
 			struct warp_nat_probe *p;
 			const char *kind = NULL;
 			json_t *dest = NULL, *mapped = NULL;
@@ -250,10 +253,12 @@ int warp_nat_report_from_json(const json_t *j, struct warp_nat_report *r)
 
 			if (r->n_probes == WARP_NAT_MAX_PROBES)
 				break;
-			if (json_unpack((json_t *)v, "{s:s, s:i, s:i, s:i, s:o, s:o, s:b, s:i, s:i, s:F}",
+			if (json_unpack((json_t *)v,
+					"{s:s, s:i, s:i, s:i, s:o, s:o, s:b, s:i, s:i, s:F}",
 					"kind", &kind, "server", &server, "socket", &sock,
-					"local_port", &lport, "dest", &dest, "mapped", &mapped, "ok",
-					&ok, "tries", &tries, "sent_ms", &sent, "rtt_ms", &rtt))
+					"local_port", &lport, "dest", &dest, "mapped", &mapped,
+					"ok", &ok, "tries", &tries, "sent_ms", &sent, "rtt_ms",
+					&rtt))
 				return -WARP_EMALFORMED;
 			x = probe_kind_parse(kind);
 			if (x < 0 || server < 0 || server > 255 || sock < 0 || sock > 255 ||

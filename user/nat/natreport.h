@@ -21,7 +21,7 @@
 #include <warpgate/nat.h>
 
 #define WARP_NAT_JSON_NO_PROBES 0x1u
-#define WARP_NAT_JSON_DETAILS   0x2u
+#define WARP_NAT_JSON_DETAILS	0x2u
 
 /* New reference, or NULL + errno. */
 json_t *warp_nat_report_to_json(const struct warp_nat_report *r, unsigned int flags);

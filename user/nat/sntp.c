@@ -14,10 +14,10 @@
 #include "nat/sntp.h"
 #include "nat/sockaddr.h"
 
-#define MS              1000000ll
-#define MAX_ROOT_DIST   1500000000ull /* 1.5 s (RFC 5905 MAXDIST) */
+#define MS		1000000ll
+#define MAX_ROOT_DIST	1500000000ull /* 1.5 s (RFC 5905 MAXDIST) */
 #define DELAY_TOLERANCE 1000000ll     /* a delay this far below zero is rounding */
-#define MAX_TRIES       8
+#define MAX_TRIES	8
 
 int64_t warp_sntp_wall_ns(void)
 {
@@ -140,8 +140,7 @@ int warp_ntp_check_reply(const struct warp_ntp_packet *p, uint64_t xmt)
 	return 0;
 }
 
-int warp_ntp_sample(uint64_t t1, uint64_t t2, uint64_t t3, uint64_t t4,
-		    struct warp_ntp_sample *out)
+int warp_ntp_sample(uint64_t t1, uint64_t t2, uint64_t t3, uint64_t t4, struct warp_ntp_sample *out)
 {
 	int64_t a = warp_ntp_diff_ns(t2, t1), b = warp_ntp_diff_ns(t3, t4);
 	int64_t delay = warp_ntp_diff_ns(t4, t1) - warp_ntp_diff_ns(t3, t2);
@@ -477,8 +476,8 @@ void warp_clock_init(struct warp_synced_clock *c)
 	c->drift_ppm = 50;
 }
 
-void warp_clock_set(struct warp_synced_clock *c, const struct warp_sntp_result *r,
-		    uint64_t mono_ns, int64_t wall_ns)
+void warp_clock_set(struct warp_synced_clock *c, const struct warp_sntp_result *r, uint64_t mono_ns,
+		    int64_t wall_ns)
 {
 	c->synced = true;
 	c->offset_ns = r->offset_ns;

@@ -26,9 +26,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define WARP_NTP_PORT       123
-#define WARP_NTP_LEN        48
-#define WARP_NTP_UNIX_DELTA 2208988800ull /* seconds from 1900 to 1970 */
+#define WARP_NTP_PORT	      123
+#define WARP_NTP_LEN	      48
+#define WARP_NTP_UNIX_DELTA   2208988800ull /* seconds from 1900 to 1970 */
 #define WARP_SNTP_MAX_SERVERS 8
 
 enum { WARP_NTP_MODE_CLIENT = 3, WARP_NTP_MODE_SERVER = 4 };
@@ -38,9 +38,9 @@ enum { WARP_NTP_MODE_CLIENT = 3, WARP_NTP_MODE_SERVER = 4 };
 struct warp_ntp_packet {
 	uint8_t li, vn, mode, stratum;
 	int8_t poll, precision;
-	uint32_t root_delay; /* 16.16 seconds */
-	uint32_t root_disp;  /* 16.16 seconds */
-	uint32_t refid;      /* for stratum 0: the kiss code, e.g. "RATE" */
+	uint32_t root_delay;	     /* 16.16 seconds */
+	uint32_t root_disp;	     /* 16.16 seconds */
+	uint32_t refid;		     /* for stratum 0: the kiss code, e.g. "RATE" */
 	uint64_t ref, org, rec, xmt; /* 32.32 NTP timestamps */
 };
 
@@ -83,9 +83,9 @@ enum warp_sntp_pick {
 struct warp_sntp_result {
 	int64_t offset_ns;
 	uint64_t uncertainty_ns; /* half-width of the interval the true offset lies in */
-	unsigned int samples;    /* usable answers */
-	unsigned int agree;      /* samples inside the chosen interval */
-	int server;              /* lowest delay: its index; intersection: -1 */
+	unsigned int samples;	 /* usable answers */
+	unsigned int agree;	 /* samples inside the chosen interval */
+	int server;		 /* lowest delay: its index; intersection: -1 */
 };
 
 /* -WARP_ECLOCK with no sample, or when no interval is shared by a majority. */
@@ -141,16 +141,16 @@ int warp_sntp_server_status(const struct warp_sntp *s, unsigned int server,
  * steps of the local wall clock do not move it; the uncertainty grows by drift_ppm. */
 struct warp_synced_clock {
 	bool synced;
-	int64_t offset_ns;        /* as measured */
-	uint64_t uncertainty_ns;  /* at sync time */
+	int64_t offset_ns;	 /* as measured */
+	uint64_t uncertainty_ns; /* at sync time */
 	uint64_t mono_at_sync;
-	int64_t true_at_sync;     /* wall clock + offset, ns since the epoch */
-	uint32_t drift_ppm;       /* (50) */
+	int64_t true_at_sync; /* wall clock + offset, ns since the epoch */
+	uint32_t drift_ppm;   /* (50) */
 };
 
 void warp_clock_init(struct warp_synced_clock *c);
-void warp_clock_set(struct warp_synced_clock *c, const struct warp_sntp_result *r,
-		    uint64_t mono_ns, int64_t wall_ns);
+void warp_clock_set(struct warp_synced_clock *c, const struct warp_sntp_result *r, uint64_t mono_ns,
+		    int64_t wall_ns);
 /* ns since the epoch; -WARP_ECLOCK when not synchronised. */
 int warp_clock_now_ns_at(const struct warp_synced_clock *c, uint64_t mono_ns, int64_t *out);
 int warp_clock_now_ms(const struct warp_synced_clock *c, int64_t *out);

@@ -205,7 +205,8 @@ static int check_attr(uint16_t type, const uint8_t *v, uint16_t len)
 		if (len != 4)
 			return -WARP_EMALFORMED;
 		ch = warp_get_u16(v);
-		return ch >= WARP_STUN_CHANNEL_MIN && ch <= WARP_STUN_CHANNEL_MAX ? 0 : -WARP_ERANGE;
+		return ch >= WARP_STUN_CHANNEL_MIN && ch <= WARP_STUN_CHANNEL_MAX ? 0
+										  : -WARP_ERANGE;
 	}
 	case WARP_STUN_ATTR_REQUESTED_ADDRESS_FAMILY:
 	case WARP_STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY:
@@ -308,7 +309,8 @@ int warp_stun_decode(struct warp_stun_msg *m, const void *buf, size_t len)
 				return -WARP_EMALFORMED;
 			m->fp_off = (uint32_t)hdr;
 			state = 3;
-		} else if (state == 2 || (state == 1 && at != WARP_STUN_ATTR_MESSAGE_INTEGRITY_SHA256)) {
+		} else if (state == 2 ||
+			   (state == 1 && at != WARP_STUN_ATTR_MESSAGE_INTEGRITY_SHA256)) {
 			continue; /* attributes after the integrity ones are ignored */
 		} else if (at == WARP_STUN_ATTR_MESSAGE_INTEGRITY) {
 			if (alen != 20)
@@ -508,8 +510,8 @@ static int check_one(const struct warp_stun_msg *m, uint32_t off, const char *di
 		return -WARP_EMISSING;
 	alen = warp_get_u16(m->buf + off + 2);
 	/* length field covers everything up to the end of this attribute */
-	n = stun_hmac(digest, key, keylen, m->buf, off, (uint16_t)(off + 4 + alen - WARP_STUN_HDR_LEN),
-		      mac, sizeof(mac));
+	n = stun_hmac(digest, key, keylen, m->buf, off,
+		      (uint16_t)(off + 4 + alen - WARP_STUN_HDR_LEN), mac, sizeof(mac));
 	if (n < 0)
 		return n;
 	if (n < alen)
@@ -537,7 +539,9 @@ int warp_stun_check_integrity(const struct warp_stun_msg *m, const void *key, si
 int warp_stun_long_term_key(const char *user, const char *realm, const char *pass,
 			    enum warp_stun_pw_alg alg, uint8_t out[32])
 {
-	const EVP_MD *md = alg == WARP_STUN_PW_MD5 ? EVP_md5() : alg == WARP_STUN_PW_SHA256 ? EVP_sha256() : NULL;
+	const EVP_MD *md = alg == WARP_STUN_PW_MD5	? EVP_md5()
+			   : alg == WARP_STUN_PW_SHA256 ? EVP_sha256()
+							: NULL;
 	EVP_MD_CTX *ctx;
 	unsigned int n = 0;
 	int err = -EIO;

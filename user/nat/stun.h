@@ -22,13 +22,13 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define WARP_STUN_MAGIC     0x2112a442u
-#define WARP_STUN_HDR_LEN   20
-#define WARP_STUN_TID_LEN   12
-#define WARP_STUN_FP_XOR    0x5354554eu
-#define WARP_STUN_MAX_ATTRS 64
-#define WARP_STUN_MAX_UNKNOWN 8
-#define WARP_STUN_MAX_TEXT  763 /* REALM, NONCE, SOFTWARE, reason phrase: < 763 bytes */
+#define WARP_STUN_MAGIC	       0x2112a442u
+#define WARP_STUN_HDR_LEN      20
+#define WARP_STUN_TID_LEN      12
+#define WARP_STUN_FP_XOR       0x5354554eu
+#define WARP_STUN_MAX_ATTRS    64
+#define WARP_STUN_MAX_UNKNOWN  8
+#define WARP_STUN_MAX_TEXT     763 /* REALM, NONCE, SOFTWARE, reason phrase: < 763 bytes */
 #define WARP_STUN_MAX_USERNAME 513
 #define WARP_STUN_DEFAULT_PORT 3478
 
@@ -195,7 +195,7 @@ int warp_stun_check_mi(const struct warp_stun_msg *m, const void *key, size_t ke
 int warp_stun_check_mi256(const struct warp_stun_msg *m, const void *key, size_t keylen);
 
 enum warp_stun_pw_alg {
-	WARP_STUN_PW_MD5 = 1,    /* key = MD5(user:realm:pass), 16 bytes */
+	WARP_STUN_PW_MD5 = 1,	 /* key = MD5(user:realm:pass), 16 bytes */
 	WARP_STUN_PW_SHA256 = 2, /* key = SHA-256(user:realm:pass), 32 bytes */
 };
 /* Long-term credential key (RFC 8489 section 9.2.2).  Strings are used as given (already

@@ -34,9 +34,9 @@ struct tx {
 	size_t len;
 	uint8_t *key;
 	size_t keylen;
-	uint64_t due;      /* next transmission; WARP_STUN_NEVER when none is left */
+	uint64_t due;	   /* next transmission; WARP_STUN_NEVER when none is left */
 	uint64_t deadline; /* failure time; WARP_STUN_NEVER until the last transmission */
-	uint64_t cap;      /* timeout_ms after the first transmission */
+	uint64_t cap;	   /* timeout_ms after the first transmission */
 	uint64_t first_tx, last_tx;
 	uint32_t rto_init, rto_cur;
 	unsigned int rc, rm, sent;
@@ -409,14 +409,14 @@ static int input(struct warp_stun_client *c, int sock, const void *buf, size_t l
 	if (t->sock != sock || m.method != t->method)
 		return 0;
 	if (!t->any_source) {
-		const struct sockaddr *want = t->has_expect ? (struct sockaddr *)&t->expect :
-							      (struct sockaddr *)&t->dest;
+		const struct sockaddr *want =
+			t->has_expect ? (struct sockaddr *)&t->expect : (struct sockaddr *)&t->dest;
 
 		if (!from || !nat_sa_equal(from, want)) {
 			char a[NAT_SA_STRLEN], b[NAT_SA_STRLEN];
 
-			pr_debug("response from %s, expected %s: ignored", nat_sa_str(from, a, sizeof(a)),
-				 nat_sa_str(want, b, sizeof(b)));
+			pr_debug("response from %s, expected %s: ignored",
+				 nat_sa_str(from, a, sizeof(a)), nat_sa_str(want, b, sizeof(b)));
 			return 0;
 		}
 	}
@@ -444,14 +444,14 @@ static int input(struct warp_stun_client *c, int sock, const void *buf, size_t l
 	return 1;
 }
 
-int warp_stun_client_handle_input(struct warp_stun_client *c, int sock, const void *buf,
-				  size_t len, const struct sockaddr *from, uint64_t rx_ns)
+int warp_stun_client_handle_input(struct warp_stun_client *c, int sock, const void *buf, size_t len,
+				  const struct sockaddr *from, uint64_t rx_ns)
 {
 	return input(c, sock, buf, len, from, rx_ns, false);
 }
 
-int warp_stun_client_kernel_reply(struct warp_stun_client *c, int sock, const void *buf,
-				  size_t len, const struct sockaddr *from, uint64_t ktime_ns)
+int warp_stun_client_kernel_reply(struct warp_stun_client *c, int sock, const void *buf, size_t len,
+				  const struct sockaddr *from, uint64_t ktime_ns)
 {
 	return input(c, sock, buf, len, from, ktime_ns, true);
 }

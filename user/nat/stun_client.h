@@ -48,7 +48,7 @@ struct warp_stun_client_cfg {
 	uint32_t rto_max_ms; /* cap for the doubled RTO; 0: no cap */
 	unsigned int rc;     /* transmissions over UDP (7) */
 	unsigned int rm;     /* final wait after the last one, in initial RTOs (16) */
-	uint32_t ti_ms;      /* TCP transaction timeout (39500) */
+	uint32_t ti_ms;	     /* TCP transaction timeout (39500) */
 };
 
 void warp_stun_client_cfg_default(struct warp_stun_client_cfg *cfg);
@@ -62,8 +62,8 @@ struct warp_stun_result {
 	int error_code; /* STUN error code of an error response, else 0 */
 	int sock;
 	const struct warp_stun_msg *msg; /* valid during the callback only */
-	const struct sockaddr *from;     /* valid during the callback only */
-	struct sockaddr_storage mapped;  /* XOR-MAPPED/MAPPED-ADDRESS of a success; AF_UNSPEC */
+	const struct sockaddr *from;	 /* valid during the callback only */
+	struct sockaddr_storage mapped;	 /* XOR-MAPPED/MAPPED-ADDRESS of a success; AF_UNSPEC */
 	struct sockaddr_storage dest;
 	uint64_t rtt_ns;      /* receive time - last transmission */
 	uint64_t first_tx_ns; /* time of the first transmission */
@@ -77,15 +77,15 @@ typedef void (*warp_stun_result_cb)(const struct warp_stun_result *res, void *us
 typedef void (*warp_stun_build_cb)(struct warp_stun_builder *b, void *user);
 
 struct warp_stun_req {
-	uint16_t method;    /* 0: Binding */
-	uint8_t transport;  /* enum warp_stun_transport */
-	int sock;           /* caller's tag for the local socket */
+	uint16_t method;   /* 0: Binding */
+	uint8_t transport; /* enum warp_stun_transport */
+	int sock;	   /* caller's tag for the local socket */
 	const struct sockaddr *dest;
 	const struct sockaddr *expect_from; /* NULL: the response must come from dest */
-	bool any_source;    /* accept a response from any source (RFC 5780 change tests) */
-	uint32_t change;    /* CHANGE-REQUEST flags; 0: attribute absent */
+	bool any_source;	/* accept a response from any source (RFC 5780 change tests) */
+	uint32_t change;	/* CHANGE-REQUEST flags; 0: attribute absent */
 	uint16_t response_port; /* RESPONSE-PORT; 0: absent */
-	uint16_t padding;   /* PADDING length; 0: absent */
+	uint16_t padding;	/* PADDING length; 0: absent */
 	const char *software;
 	/* credentials: USERNAME/REALM/NONCE added when set; key signs with MI (and MI-SHA256
 	 * when mi256) and is kept to verify the response */
@@ -159,10 +159,10 @@ void warp_stun_client_handle_timeout(struct warp_stun_client *c, uint64_t now_ns
 /* A datagram received on socket sock.  Returns 1 if it completed a transaction, 0 if it is
  * not a response to one (requests, indications, unknown or mismatched transactions: the
  * caller may use it), or a negative decode error when it is not a valid STUN message. */
-int warp_stun_client_handle_input(struct warp_stun_client *c, int sock, const void *buf,
-				  size_t len, const struct sockaddr *from, uint64_t rx_ns);
+int warp_stun_client_handle_input(struct warp_stun_client *c, int sock, const void *buf, size_t len,
+				  const struct sockaddr *from, uint64_t rx_ns);
 /* Same, for a reply the BPF matcher caught; ktime_ns is its kernel receive timestamp. */
-int warp_stun_client_kernel_reply(struct warp_stun_client *c, int sock, const void *buf,
-				  size_t len, const struct sockaddr *from, uint64_t ktime_ns);
+int warp_stun_client_kernel_reply(struct warp_stun_client *c, int sock, const void *buf, size_t len,
+				  const struct sockaddr *from, uint64_t ktime_ns);
 
 #endif

@@ -42,8 +42,8 @@ static void flush(struct warp_stun_udp *t)
 
 		if (tx.sock < 0 || tx.sock >= t->nsocks || t->socks[tx.sock].fd < 0)
 			continue;
-		if (sendto(t->socks[tx.sock].fd, tx.data, tx.len, MSG_DONTWAIT, sa, nat_sa_len(sa)) <
-		    0) {
+		if (sendto(t->socks[tx.sock].fd, tx.data, tx.len, MSG_DONTWAIT, sa,
+			   nat_sa_len(sa)) < 0) {
 			char a[NAT_SA_STRLEN];
 
 			/* the transaction times out on its own; nothing else to do */
@@ -89,7 +89,8 @@ static void on_readable(struct warp_loop *loop, int fd, unsigned int events, voi
 		if (warp_stun_client_handle_input(t->client, sock, t->buf, (size_t)n,
 						  (struct sockaddr *)&from, now) != 1 &&
 		    t->rx_cb)
-			t->rx_cb(t, sock, t->buf, (size_t)n, (struct sockaddr *)&from, now, t->rx_user);
+			t->rx_cb(t, sock, t->buf, (size_t)n, (struct sockaddr *)&from, now,
+				 t->rx_user);
 	}
 	flush(t);
 }

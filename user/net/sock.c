@@ -149,51 +149,83 @@ int warp_sock_recv_batch(int fd, struct warp_dgram *d, int n)
 	return got;
 }
 
+/* Fills a control buffer selecting the source address; returns its length (0: none). */
+static size_t pktinfo_cmsg(void *ctl, size_t cap, const struct sockaddr *src, int family,
+			   int ifindex)
+{
+	struct cmsghdr *c = ctl;
+
+	if (!src || src->sa_family != family)
+		return 0;
+	memset(ctl, 0, cap);
+	if (src->sa_family == AF_INET) {
+		struct in_pktinfo pi = { 0 };
+
+		pi.ipi_spec_dst = ((const struct sockaddr_in *)src)->sin_addr;
+		pi.ipi_ifindex = ifindex;
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		return CMSG_SPACE(sizeof(pi));
+	} else {
+		struct in6_pktinfo pi = { 0 };
+
+		pi.ipi6_addr = ((const struct sockaddr_in6 *)src)->sin6_addr;
+		pi.ipi6_ifindex = (unsigned int)ifindex;
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		return CMSG_SPACE(sizeof(pi));
+	}
+}
+
+union ctlbuf {
+	char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	struct cmsghdr align;
+};
+
 int warp_sock_sendto(int fd, const void *buf, size_t len, const struct sockaddr *dst,
 		     const struct sockaddr *src, int ifindex)
 {
 	struct iovec iov = { (void *)buf, len };
 	struct msghdr m = { 0 };
-	union {
-		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-		struct cmsghdr align;
-	} ctl;
+	union ctlbuf ctl;
 	ssize_t n;
 
 	m.msg_name = (void *)dst;
 	m.msg_namelen = warp_ep_len(dst);
 	m.msg_iov = &iov;
 	m.msg_iovlen = 1;
-	if (src && src->sa_family == dst->sa_family) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		m.msg_control = ctl.buf;
-		c = (struct cmsghdr *)ctl.buf;
-		if (src->sa_family == AF_INET) {
-			struct in_pktinfo pi = { 0 };
-
-			pi.ipi_spec_dst = ((const struct sockaddr_in *)src)->sin_addr;
-			pi.ipi_ifindex = ifindex;
-			c->cmsg_level = IPPROTO_IP;
-			c->cmsg_type = IP_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-			m.msg_controllen = CMSG_SPACE(sizeof(pi));
-		} else {
-			struct in6_pktinfo pi = { 0 };
-
-			pi.ipi6_addr = ((const struct sockaddr_in6 *)src)->sin6_addr;
-			pi.ipi6_ifindex = (unsigned int)ifindex;
-			c->cmsg_level = IPPROTO_IPV6;
-			c->cmsg_type = IPV6_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-			m.msg_controllen = CMSG_SPACE(sizeof(pi));
-		}
-	}
+	m.msg_controllen = pktinfo_cmsg(ctl.buf, sizeof(ctl), src, dst->sa_family, ifindex);
+	m.msg_control = m.msg_controllen ? ctl.buf : NULL;
 	n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (n < 0)
 		return -errno;
 	return (int)n;
+}
+
+int warp_sock_sendmmsg(int fd, const struct iovec *pkts, int n, const struct sockaddr *dst,
+		       const struct sockaddr *src, int ifindex)
+{
+	struct mmsghdr mm[BATCH_MAX];
+	union ctlbuf ctl;
+	size_t clen;
+	int sent;
+
+	if (n > BATCH_MAX)
+		n = BATCH_MAX;
+	clen = pktinfo_cmsg(ctl.buf, sizeof(ctl), src, dst->sa_family, ifindex);
+	for (int i = 0; i < n; i++) {
+		memset(&mm[i], 0, sizeof(mm[i]));
+		mm[i].msg_hdr.msg_name = (void *)dst;
+		mm[i].msg_hdr.msg_namelen = warp_ep_len(dst);
+		mm[i].msg_hdr.msg_iov = (struct iovec *)&pkts[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		mm[i].msg_hdr.msg_control = clen ? ctl.buf : NULL;
+		mm[i].msg_hdr.msg_controllen = clen;
+	}
+	sent = sendmmsg(fd, mm, (unsigned int)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return sent < 0 ? -errno : sent;
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 enum warp_sock_flags {
 	WARP_SOCK_REUSEADDR = 1u << 0,
@@ -45,5 +46,10 @@ int warp_sock_recv_batch(int fd, struct warp_dgram *d, int n);
  * IP_PKTINFO / IPV6_PKTINFO on an unconnected wildcard socket. */
 int warp_sock_sendto(int fd, const void *buf, size_t len, const struct sockaddr *dst,
 		     const struct sockaddr *src, int ifindex);
+
+/* Sends n datagrams to one destination with one sendmmsg (src/ifindex as above).  Returns
+ * how many went out or a negative errno. */
+int warp_sock_sendmmsg(int fd, const struct iovec *pkts, int n, const struct sockaddr *dst,
+		       const struct sockaddr *src, int ifindex);
 
 #endif

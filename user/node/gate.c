@@ -63,6 +63,10 @@ struct warp_gate *warp_gate_open_on(const char *name, const struct warp_conf *co
 		errno = err;
 		return NULL;
 	}
+	/* Like the quickstart promises: the gate comes back knowing its NAT, clock and
+	 * brokers, so its address (and the name registered with it) is complete. */
+	if (warp_node_wait_ready(g->node, 5000))
+		pr_warn("network discovery still incomplete after 5 s; continuing");
 	return g;
 }
 

@@ -23,8 +23,11 @@
 #include "core/bytes.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "bpf/fastpath.h"
 #include "net/endpoint.h"
+#include "node/netstate.h"
 #include "node/node_internal.h"
+#include "traverse/traverse.h"
 
 int node_rx_hook_add(struct warp_node *node, enum node_rx_class cls, struct node_rx_hook *h)
 {
@@ -171,6 +174,8 @@ static uint16_t stable_port(const struct warp_node *node, unsigned int attempt)
 	return (uint16_t)(20000 + warp_get_u32(h) % 40000);
 }
 
+static bool iface_wanted(const struct warp_node *node, const struct warp_iface *f);
+
 static void close_socks(struct warp_node *node)
 {
 	for (int i = 0; i < NODE_NSOCK; i++) {
@@ -291,6 +296,63 @@ static void on_netchange(void *user)
 	}
 }
 
+/* Virtual devices (veth, bridges): XDP_TX only reaches a veth's peer when the peer runs an
+ * XDP program too, which we cannot arrange on the other end; the TC program answers there. */
+static bool iface_is_virtual(const char *name)
+{
+	char path[128], target[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s", name);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return true;
+	target[n] = '\0';
+	return strstr(target, "/virtual/") != NULL;
+}
+
+/* The kernel fast path: keepalive answers and probe matching in XDP/TC where possible, the
+ * same logic in userspace otherwise; either way the node says which (warp_node_bpf_status). */
+static void start_fastpath(struct warp_node *node)
+{
+	struct warp_fp_opts o = { 0 };
+	char name[32], hex[9];
+
+	warp_hex_encode(hex, warp_identity_pubkey(node->id) + 1, 4);
+	snprintf(name, sizeof(name), "%s-%u", hex, node->port);
+	o.name = name;
+	node->fastpath = warp_fp_new(&o);
+	if (!node->fastpath) {
+		pr_warn("fast path unavailable: %s", warp_strerror(errno));
+		return;
+	}
+	if (!warp_fp_active(node->fastpath)) {
+		pr_info("%s", warp_fp_status(node->fastpath));
+		return;
+	}
+	if (node->conf.flags & WARP_CONF_TEST_MODE) {
+		warp_fp_attach(node->fastpath, (int)if_nametoindex("lo"), WARP_FP_ATTACH_TC);
+	} else {
+		for (size_t i = 0; i < node->ifs.n; i++) {
+			const struct warp_iface *f = &node->ifs.ifs[i];
+
+			if (!iface_wanted(node, f))
+				continue;
+			warp_fp_attach(node->fastpath, f->index,
+				       iface_is_virtual(f->name) ? WARP_FP_ATTACH_TC : 0);
+		}
+	}
+	warp_fp_loop_add(node->fastpath, node->loop);
+	pr_info("%s", warp_fp_status(node->fastpath));
+}
+
+const char *warp_node_bpf_status(const struct warp_node *node)
+{
+	if (node->conf.flags & WARP_CONF_NO_BPF)
+		return "bpf: off (disabled by configuration)";
+	return node->fastpath ? warp_fp_status(node->fastpath) : "bpf: off (not loaded)";
+}
+
 struct warp_node *warp_node_start_with(const struct warp_conf *conf, struct warp_loop *loop,
 				       struct warp_identity *identity)
 {
@@ -373,7 +435,19 @@ struct warp_node *warp_node_start_with(const struct warp_conf *conf, struct warp
 	err = pipe_layer_init(node);
 	if (err)
 		goto fail;
+	if (!(node->conf.flags & WARP_CONF_NO_BPF))
+		start_fastpath(node);
 	err = start_io(node);
+	if (err)
+		goto fail;
+	/* Network awareness only when something of it is on (never in test mode). */
+	if (!(node->conf.flags & WARP_CONF_TEST_MODE) &&
+	    (node->conf.nstun || node->conf.nntp || node->conf.nmqtt)) {
+		err = netstate_start(node);
+		if (err)
+			goto fail;
+	}
+	err = traverse_node_start(node);
 	if (err)
 		goto fail;
 	pr_debug("node started on port %u in %.3f ms", node->port,
@@ -394,7 +468,10 @@ void warp_node_close(struct warp_node *node)
 {
 	if (!node)
 		return;
+	traverse_node_stop(node);
 	pipe_layer_fini(node);
+	netstate_stop(node);
+	warp_fp_free(node->fastpath);
 	close_socks(node);
 	warp_netwatch_free(node->watch);
 	warp_iface_list_free(&node->ifs);
@@ -533,6 +610,7 @@ int warp_node_address(struct warp_node *node, struct warp_node_addr *a)
 			}
 		}
 	}
+	netstate_fill_address(node, a);
 	return 0;
 }
 
@@ -555,6 +633,7 @@ char *warp_node_status_json(struct warp_node *node)
 	json_object_set_new(root, "port", json_integer(node->port));
 	json_object_set_new(root, "test_mode",
 			    json_boolean(node->conf.flags & WARP_CONF_TEST_MODE));
+	json_object_set_new(root, "bpf", json_string(warp_node_bpf_status(node)));
 	out = json_dumps(root, JSON_INDENT(2));
 	json_decref(root);
 	return out;

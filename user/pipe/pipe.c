@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "net/endpoint.h"
+#include "bpf/fastpath.h"
 #include "pipe/frame.h"
 #include "pipe/handshake.h"
 #include "pipe/pipe_internal.h"
@@ -41,6 +42,7 @@
 
 #define UDP_PACKET_MAX    1200   /* fits every IPv6 path (1280) with room for tunnels */
 #define TCP_PAYLOAD_MAX   16384
+#define LOOPBACK_PACKET_MAX 32768
 #define TCP_OUTQ_MAX      (4u << 20)
 #define KEEPALIVE_DEF_MS  15000  /* under the 30 s UDP timeouts NATs commonly use */
 #define DEAD_AFTER_PINGS  4      /* unanswered keepalives before the path is declared dead */
@@ -55,7 +57,14 @@ struct pipe_ctx {
 	unsigned int responders;
 	pipe_probe_fn probe_fn;
 	void *probe_user;
+	pipe_inbound_fn inbound_fn;
+	void *inbound_user;
 	struct list_head orphans;       /* accepted TCP paths waiting for their INIT */
+	/* UDP send batch: packets of one pipe flush go out in one sendmmsg */
+	uint8_t *batch_buf;
+	size_t batch_used;
+	struct iovec batch[32];
+	int nbatch;
 	uint8_t buf[WARP_PKT_MAX + 64];
 	uint8_t out[WARP_PKT_MAX + 64];
 };
@@ -107,6 +116,8 @@ struct warp_pipe {
 	void *closed_user;
 	void *user;
 	int all_sub;           /* internal id of the WARP_SUB_ALL subscription (0: none) */
+	bool flush_pending;    /* a deferred flush is queued on the loop */
+	bool ka_installed;     /* the kernel answers this pipe's keepalive pings */
 	bool half_close;
 	struct list_head sub_cbs;
 	uint64_t app_idle_ns;  /* close after this long without messages (0: never) */
@@ -123,6 +134,7 @@ struct sub_cb {
 
 static void pipe_kick(struct warp_pipe *p);
 static void pipe_free(struct warp_pipe *p);
+static void ka_sync(struct warp_pipe *p);
 
 void pipe_get(struct warp_pipe *p)
 {
@@ -338,11 +350,16 @@ static int path_send(struct pipe_path *p, const uint8_t *pkt, size_t len)
 	return -EINVAL;
 }
 
-/* Payload budget per packet for the stream engine. */
+/* Payload budget per packet for the stream engine: small enough for any internet path
+ * (IPv6's 1280-byte minimum MTU, tunnels), large on loopback where the MTU is 64 KiB and
+ * per-packet costs dominate. */
 static size_t path_payload_max(const struct pipe_path *p)
 {
-	return (p->kind == PATH_TCP ? TCP_PAYLOAD_MAX + WARP_SESSION_OVERHEAD : UDP_PACKET_MAX) -
-	       WARP_SESSION_OVERHEAD;
+	if (p->kind == PATH_TCP)
+		return TCP_PAYLOAD_MAX;
+	if (p->kind != PATH_RELAY && warp_ep_is_loopback((const struct sockaddr *)&p->remote))
+		return LOOPBACK_PACKET_MAX - WARP_SESSION_OVERHEAD;
+	return UDP_PACKET_MAX - WARP_SESSION_OVERHEAD;
 }
 
 static bool path_backlogged(const struct pipe_path *p)
@@ -423,10 +440,7 @@ static void hs_done(struct pipe_hs *h)
 
 		pr_debug("accepted pipe from %s",
 			 warp_ep_str((struct sockaddr *)&p->path->remote, ep, sizeof(ep)));
-		if (node->accept_cb) {
-			pipe_get(p);
-			node->accept_cb(node, p, node->accept_user);
-		}
+		pipe_deliver_inbound(node, p);
 	} else if (cb) {
 		pipe_get(p);
 		cb(p, 0, user);
@@ -672,6 +686,8 @@ static void pipe_unregister(struct warp_pipe *p)
 
 	if (!p->registered)
 		return;
+	p->open = false;
+	ka_sync(p);
 	p->registered = false;
 	list_del(&p->link);
 	e = cidtab_get(&p->node->cids, p->local_cid);
@@ -736,19 +752,61 @@ static void pipe_send_packet(struct warp_pipe *p, const uint8_t *pkt, size_t len
 	p->last_tx_ns = warp_time_ns();
 }
 
-/* Seals and sends everything the stream has due, then the session's own packets. */
+#define BATCH_BYTES (1u << 20)
+
+static void batch_send(struct warp_pipe *p)
+{
+	struct pipe_ctx *ctx = p->ctx;
+	struct pipe_path *path = p->path;
+	int off = 0;
+
+	while (off < ctx->nbatch && path) {
+		int fd = path->kind == PATH_UDP_OWN ? path->fd
+						    : node_udp_sock(p->node, path->remote.ss_family)->fd;
+		const struct sockaddr *src = path->kind == PATH_UDP_SHARED && path->local.ss_family
+						     ? (struct sockaddr *)&path->local
+						     : NULL;
+		int n = warp_sock_sendmmsg(fd, ctx->batch + off, ctx->nbatch - off,
+					   (struct sockaddr *)&path->remote, src, path->ifindex);
+
+		if (n <= 0) {
+			if (n < 0 && n != -EAGAIN)
+				pr_debug("sendmmsg: %s", warp_strerror(n));
+			break; /* the stream engine retransmits what was lost */
+		}
+		off += n;
+	}
+	p->last_tx_ns = warp_time_ns();
+	ctx->nbatch = 0;
+	ctx->batch_used = 0;
+}
+
+/* Seals and sends everything the stream has due, then the session's own packets.  UDP
+ * packets are sealed straight into a batch and leave with one sendmmsg. */
 static void pipe_flush(struct warp_pipe *p, uint64_t now)
 {
-	uint8_t *buf = p->ctx->out;
+	struct pipe_ctx *ctx = p->ctx;
+	uint8_t *buf = ctx->out;
+	bool batch = p->path && (p->path->kind == PATH_UDP_SHARED || p->path->kind == PATH_UDP_OWN) &&
+		     node_udp_sock(p->node, p->path->remote.ss_family);
+	size_t pmax;
 	int n;
 
 	if (!p->registered)
 		return;
+	if (batch && !ctx->batch_buf && !(ctx->batch_buf = malloc(BATCH_BYTES)))
+		batch = false;
+	pmax = path_payload_max(p->path);
 	for (int i = 0; i < 4096 && !path_backlogged(p->path); i++) {
 		bool ack_only = false;
 
-		n = warp_stream_poll(p->stream, buf + WARP_HDR_LEN, path_payload_max(p->path), now,
-				     &ack_only);
+		if (batch) {
+			if (ctx->nbatch == 32 ||
+			    ctx->batch_used + pmax + WARP_SESSION_OVERHEAD > BATCH_BYTES)
+				batch_send(p);
+			buf = ctx->batch_buf + ctx->batch_used;
+		}
+		n = warp_stream_poll(p->stream, buf + WARP_HDR_LEN, pmax, now, &ack_only);
 		if (n <= 0)
 			break;
 		n = warp_session_seal(p->sess, ack_only ? WARP_PKT_ACK : WARP_PKT_DATA,
@@ -757,8 +815,17 @@ static void pipe_flush(struct warp_pipe *p, uint64_t now)
 			pr_warn("seal: %s", warp_strerror(n));
 			break;
 		}
-		pipe_send_packet(p, buf, (size_t)n);
+		if (batch) {
+			ctx->batch[ctx->nbatch].iov_base = buf;
+			ctx->batch[ctx->nbatch++].iov_len = (size_t)n;
+			ctx->batch_used += (size_t)n;
+		} else {
+			pipe_send_packet(p, buf, (size_t)n);
+		}
 	}
+	if (batch && ctx->nbatch)
+		batch_send(p);
+	buf = ctx->out;
 	for (int i = 0; i < 16; i++) {
 		n = warp_session_poll(p->sess, now, buf, WARP_PKT_MAX);
 		if (n == -ETIMEDOUT) {
@@ -770,6 +837,32 @@ static void pipe_flush(struct warp_pipe *p, uint64_t now)
 			break;
 		pipe_send_packet(p, buf, (size_t)n);
 	}
+}
+
+/* The kernel (or the fast path's userspace twin) answers keepalive pings for pipes on UDP
+ * paths, once the session is confirmed: before that a ping proves nothing. */
+static void ka_sync(struct warp_pipe *p)
+{
+	struct warp_fp *fp = p->node ? p->node->fastpath : NULL;
+	struct pipe_path *path = p->path;
+	bool want = fp && p->registered && p->open && path &&
+		    (path->kind == PATH_UDP_SHARED || path->kind == PATH_UDP_OWN) &&
+		    warp_session_confirmed(p->sess);
+	uint16_t lport;
+
+	if (!fp)
+		return;
+	if (!want) {
+		if (p->ka_installed)
+			warp_fp_ka_del(fp, p->local_cid);
+		p->ka_installed = false;
+		return;
+	}
+	lport = path->kind == PATH_UDP_OWN ? warp_ep_port((struct sockaddr *)&path->local)
+					   : p->node->port;
+	if (warp_fp_ka_add(fp, p->local_cid, p->peer_cid, (struct sockaddr *)&path->remote,
+			   lport) == 0)
+		p->ka_installed = true;
 }
 
 static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
@@ -790,6 +883,8 @@ static void pipe_arm(struct warp_pipe *p)
 		pipe_unregister(p);
 		return;
 	}
+	if (!p->ka_installed && p->node->fastpath)
+		ka_sync(p);
 	t = min3(warp_stream_next_deadline(p->stream), warp_session_next_timeout(p->sess),
 		 p->open ? p->next_ping_ns : UINT64_MAX);
 	if (p->open && p->app_idle_ns && p->last_msg_ns + p->app_idle_ns < t)
@@ -848,6 +943,33 @@ static void pipe_kick(struct warp_pipe *p)
 	pipe_flush(p, now);
 	pipe_arm(p);
 	pipe_put(p);
+}
+
+static void deferred_flush(void *user)
+{
+	struct warp_pipe *p = user;
+
+	p->flush_pending = false;
+	pipe_kick(p);
+	pipe_put(p);
+}
+
+/* New data queued: inside a loop callback, flush once the callbacks return so that several
+ * sends share packets and one sendmmsg; called from outside the loop, send at once. */
+static void pipe_after_send(struct warp_pipe *p)
+{
+	if (!warp_loop_dispatching(p->node->loop)) {
+		pipe_kick(p);
+		return;
+	}
+	if (p->flush_pending)
+		return;
+	if (warp_loop_defer(p->node->loop, deferred_flush, p) == 0) {
+		p->flush_pending = true;
+		pipe_get(p);
+	} else {
+		pipe_kick(p);
+	}
 }
 
 static struct warp_pipe *pipe_create(struct pipe_hs *h)
@@ -929,6 +1051,8 @@ static void maybe_follow(struct warp_pipe *p, const struct sockaddr *src,
 		memcpy(&p->path->local, dst, warp_ep_len(dst));
 	p->path->ifindex = ifindex;
 	p->path_changes++;
+	if (p->ka_installed)
+		ka_sync(p); /* the kernel must answer the peer at its new endpoint */
 }
 
 static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
@@ -1262,6 +1386,7 @@ void pipe_layer_fini(struct warp_node *node)
 	node_rx_hook_del(&ctx->hook);
 	cidtab_free(&ctx->inits);
 	warp_cookie_jar_free(ctx->jar);
+	free(ctx->batch_buf);
 	free(ctx);
 	node->pipe_ctx = NULL;
 }
@@ -1269,6 +1394,28 @@ void pipe_layer_fini(struct warp_node *node)
 bool pipe_layer_rx(struct warp_node *node, struct node_sock *s, struct warp_dgram *d, void *user)
 {
 	return node_rx(node, s, d, ctx_of(node));
+}
+
+void pipe_set_inbound_hook(struct warp_node *node, pipe_inbound_fn fn, void *user)
+{
+	ctx_of(node)->inbound_fn = fn;
+	ctx_of(node)->inbound_user = user;
+}
+
+void pipe_deliver_inbound(struct warp_node *node, struct warp_pipe *p)
+{
+	struct pipe_ctx *ctx = ctx_of(node);
+
+	pipe_get(p);
+	if (ctx->inbound_fn && ctx->inbound_fn(node, p, ctx->inbound_user))
+		return;
+	if (node->accept_cb) {
+		node->accept_cb(node, p, node->accept_user);
+		return;
+	}
+	/* Nobody wants it (not listening any more): end it so the peer knows. */
+	warp_pipe_close(p);
+	pipe_put(p);
 }
 
 void pipe_set_probe_handler(struct warp_node *node, pipe_probe_fn fn, void *user)
@@ -1294,7 +1441,7 @@ int warp_pipe_send(struct warp_pipe *p, const void *msg, size_t len)
 	err = warp_stream_send(p->stream, msg, len, WARP_MSG_RELIABLE, warp_time_ns());
 	if (!err) {
 		p->last_msg_ns = warp_time_ns();
-		pipe_kick(p);
+		pipe_after_send(p);
 	}
 	return err;
 }
@@ -1308,7 +1455,7 @@ int warp_pipe_send_datagram(struct warp_pipe *p, const void *msg, size_t len)
 	err = warp_stream_send(p->stream, msg, len, WARP_MSG_DATAGRAM, warp_time_ns());
 	if (!err) {
 		p->last_msg_ns = warp_time_ns();
-		pipe_kick(p);
+		pipe_after_send(p);
 	}
 	return err;
 }
@@ -1645,6 +1792,7 @@ int pipe_migrate(struct warp_pipe *p, struct pipe_path *path)
 	p->path = path;
 	p->cls = path->cls;
 	p->path_changes++;
+	ka_sync(p);
 	pipe_kick(p);
 	return 0;
 }

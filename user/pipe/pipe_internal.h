@@ -95,6 +95,15 @@ const uint8_t *pipe_local_cid(const struct warp_pipe *pipe);
 void pipe_get(struct warp_pipe *pipe);
 void pipe_put(struct warp_pipe *pipe);
 
+/* Inbound pipes are offered to this hook before the node's accept callback: a traversal
+ * attempt waiting for the peer to connect back claims its pipe (returns true; the hook then
+ * owns the reference it was given). */
+typedef bool (*pipe_inbound_fn)(struct warp_node *node, struct warp_pipe *pipe, void *user);
+void pipe_set_inbound_hook(struct warp_node *node, pipe_inbound_fn fn, void *user);
+/* Hands a pipe made by a passive traversal side (it dialled back, or punched) to the node as
+ * an inbound peer: the inbound hook first, then the accept callback. */
+void pipe_deliver_inbound(struct warp_node *node, struct warp_pipe *pipe);
+
 /* A hook for warpgate packets the pipe layer does not own (PROBE, PROBE_REPLY). */
 typedef bool (*pipe_probe_fn)(struct warp_node *node, const uint8_t *pkt, size_t len,
 			      const struct sockaddr *src, const struct sockaddr *dst, int ifindex,

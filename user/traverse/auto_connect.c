@@ -23,8 +23,14 @@
 
 #define DEFAULT_TIMEOUT_MS 10000
 
+/* In stagger order: cheap local paths first, relay last. */
 static const struct tv_strategy *const strategies[] = {
 	&tv_direct,
+	&tv_reverse,
+	&tv_tcp_punch,
+	&tv_udp_punch,
+	&tv_random_probe,
+	&tv_turn,
 };
 
 double tv_elapsed_ms(const struct warp_connect *c)

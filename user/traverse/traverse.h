@@ -15,6 +15,7 @@
 
 #include "core/list.h"
 #include "node/node_internal.h"
+#include "signal/msg.h"
 
 struct warp_connect;
 struct tv_attempt;
@@ -31,9 +32,16 @@ struct tv_combo {
 	enum warp_path_class cls;
 };
 
+struct warp_sig_msg;
+struct warp_signal;
+struct warp_broker_addr;
+
 struct tv_strategy {
 	enum warp_strategy id;
 	const char *name;
+	/* Passive side: an offer for this strategy arrived over signalling from an allowed
+	 * peer while we listen (PUNCH_OFFER with text = name, CONNECT_BACK, RELAY_OFFER). */
+	void (*offer)(struct warp_node *node, struct warp_signal *sig, const struct warp_sig_msg *m);
 	/* Adds attempts with tv_add() and impossible combinations with tv_skip(). */
 	void (*plan)(struct warp_connect *c);
 	/* Starts an attempt: 0, or an error that fails it at once. */
@@ -88,6 +96,43 @@ bool tv_route_endpoint(const struct warp_addr_route *r, bool tcp, bool external,
  * (loopback / lan / internet) and returns how many. */
 int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_combo *out, int max);
 
+/* ---- signalling helpers ---- */
+
+/* The peer's brokers from its address hints; returns how many. */
+size_t tv_peer_brokers(const struct warp_node_addr *to, struct warp_broker_addr *out, size_t max);
+/* 16-byte endpoint form of signalling messages. */
+void tv_sig_ep(struct warp_sig_ep *out, const struct sockaddr *sa, unsigned int kind);
+void tv_sig_ep_addr(const struct warp_sig_ep *ep, struct sockaddr_storage *out);
+
+/* ---- inbound claims: wait for the peer to connect to us (reverse connect, punching where
+ * the peer ends up initiating) ---- */
+struct tv_claim;
+typedef void (*tv_claim_cb)(struct tv_claim *cl, struct warp_pipe *pipe, void *user);
+/* The next inbound pipe proving key goes to cb (which owns the reference) instead of the
+ * listener.  Freed after cb runs, or by tv_claim_cancel(). */
+struct tv_claim *tv_claim_inbound(struct warp_node *node, const uint8_t key[WARP_PUBKEY_LEN],
+				  tv_claim_cb cb, void *user);
+void tv_claim_cancel(struct tv_claim *cl);
+
+/* ---- passive sessions: per-node list the node frees on close ---- */
+struct tv_passive {
+	struct list_head link;
+	void (*free)(struct tv_passive *ps);
+	uint8_t attempt[16];
+	uint8_t peer[WARP_PUBKEY_LEN];
+};
+void tv_passive_add(struct warp_node *node, struct tv_passive *ps);
+void tv_passive_del(struct tv_passive *ps);
+struct tv_passive *tv_passive_find(struct warp_node *node, const uint8_t attempt[16]);
+
+int traverse_node_start(struct warp_node *node);
+void traverse_node_stop(struct warp_node *node);
+
 extern const struct tv_strategy tv_direct;
+extern const struct tv_strategy tv_reverse;
+extern const struct tv_strategy tv_tcp_punch;
+extern const struct tv_strategy tv_udp_punch;
+extern const struct tv_strategy tv_random_probe;
+extern const struct tv_strategy tv_turn;
 
 #endif
