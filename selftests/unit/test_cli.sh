@@ -30,7 +30,7 @@ t() {
 	fi
 }
 
-commands="addr connect daemon expose forward id listen status"
+commands="addr connect daemon expose forward id listen nat status"
 
 # ---- global
 t 2 "usage: warpgate COMMAND" 
@@ -98,13 +98,16 @@ t 2 "--strategy: unknown strategy" forward --test-mode --strategy x x 1:h:2
 t 2 "--bind: 'host' is not an IP address" forward --test-mode --bind host x 1:h:2
 t 2 "unexpected argument 'x'" daemon --test-mode x
 t 2 "invalid --name" daemon --name ../x
+t 2 "test mode has no network to classify" nat --test-mode
+t 3 "no STUN server configured" nat
+t 2 "unexpected argument 'x'" nat --stun 127.0.0.1:3478 x
 
 # ---- bad configuration: exit 3, naming the file, the key and what was expected
 echo '{"stunn": ["x"]}' >"$tmp/unknown.json"
 echo '{"port": 99999}' >"$tmp/range.json"
 echo '{"turn": [{"server": "t:3478", "usr": "x"}]}' >"$tmp/nested.json"
 echo '{"port": 1,' >"$tmp/syntax.json"
-for c in addr connect daemon expose forward listen status; do
+for c in addr connect daemon expose forward listen nat status; do
 	case $c in
 	connect) args=(x) ;;
 	expose) args=(80) ;;

@@ -266,7 +266,7 @@ static const struct field connect_fields[] = { F("connected", T_BOOL), FN("strat
 					       FN("path", T_STR),	 F("ms", T_NUM),
 					       F("attempts", T_ARR),	 END };
 static const struct field attempt_fields[] = {
-	F("strategy", T_STR), F("transport", T_STR), F("family", T_INT),
+	F("strategy", T_STR), F("transport", T_STR), FN("family", T_INT),
 	F("route", T_STR),    F("endpoint", T_STR),  F("outcome", T_STR),
 	F("reason", T_STR),   F("start_ms", T_NUM),  F("end_ms", T_NUM),
 	END
@@ -316,7 +316,7 @@ static void test_status(void **state)
 	static const struct field top[] = {
 		F("schema", T_INT),	   F("version", T_STR),      F("daemon", T_OBJ),
 		F("identity", T_OBJ),	   F("node", T_OBJ),	      F("interfaces", T_ARR),
-		F("nat", T_STR_OR_OBJ),   F("clock", T_STR_OR_OBJ), F("port_mappings", T_STR_OR_ARR),
+		F("nat", T_STR_OR_ARR),   F("clock", T_STR_OR_OBJ), F("port_mappings", T_STR_OR_ARR),
 		F("brokers", T_ARR),	   F("stun", T_ARR),	      F("names", T_ARR),
 		F("bpf", T_STR_OR_OBJ),   F("pipes", T_ARR),	      F("forwards", T_ARR),
 		F("exposes", T_ARR),	   END

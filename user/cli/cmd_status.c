@@ -123,6 +123,10 @@ static int cmd_status(int argc, char **argv)
 		cli_error("status", "cannot start node: %s", warp_strerror(errno));
 		return CLI_SYSTEM;
 	}
+	/* Let it learn what it can (NAT, clock, brokers: each bounded in time), so the status
+	 * shows measurements, not "not measured yet". */
+	if (warp_node_wait_ready(node, 10000) == -ETIMEDOUT)
+		cli_error("status", "some network checks did not finish in 10 s");
 	{
 		char defname[WARP_NAME_MAX + 1] = "";
 		bool named = c.conf.name[0] || !(c.conf.flags & WARP_CONF_TEST_MODE);

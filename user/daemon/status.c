@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "daemon/status.h"
 #include "net/endpoint.h"
+#include "node/netstate.h"
 
 static bool iface_used(const struct warp_conf *conf, const struct warp_iface *f)
 {
@@ -98,9 +99,10 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 	const struct warp_conf *conf = warp_node_conf(node);
 	bool test = conf->flags & WARP_CONF_TEST_MODE;
 	char hex[2 * WARP_PUBKEY_LEN + 1], addr[2048] = "";
-	json_t *root = json_object(), *names, *nodejs = NULL, *v;
+	json_t *root = json_object(), *names, *nodejs = NULL, *netjs, *v;
+	const char *k, *bpf;
+	size_t ready;
 	char *ns;
-	const char *k;
 
 	warp_hex_encode(hex, warp_identity_pubkey(warp_node_identity(node)), WARP_PUBKEY_LEN);
 	warp_node_address_text(node, addr, sizeof(addr));
@@ -124,32 +126,45 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 			    json_pack("{s:i, s:b, s:s}", "port", warp_node_port(node), "test_mode",
 				      test, "address", addr));
 	json_object_set_new(root, "interfaces", interfaces_json(conf));
-	/* Not wired into the node yet: say so rather than guess. */
-	json_object_set_new(root, "nat",
-			    json_string(test ? "off (test mode)"
-					: conf->flags & WARP_CONF_NO_STUN
-						? "off (disabled by configuration)"
-						: "unknown (NAT detection not integrated)"));
-	json_object_set_new(root, "clock",
-			    json_string(test ? "off (test mode)"
-					: conf->flags & WARP_CONF_NO_NTP
-						? "off (disabled by configuration)"
-						: "system clock (NTP sync not integrated)"));
+	/* What the node measured (NAT per family, clock, brokers); parts it does not do yet
+	 * say so rather than guess. */
+	ns = netstate_json(node, false);
+	netjs = ns ? json_loads(ns, 0, NULL) : NULL;
+	free(ns);
+	v = json_object_get(netjs, "nat");
+	if (json_is_array(v) && json_array_size(v))
+		json_object_set(root, "nat", v);
+	else
+		json_object_set_new(root, "nat",
+				    json_string(test ? "off (test mode)"
+						: conf->flags & WARP_CONF_NO_STUN
+							? "off (disabled by configuration)"
+						: !conf->nstun ? "unknown (no STUN server configured)"
+							       : "not measured yet"));
+	v = json_object_get(netjs, "clock");
+	json_object_set(root, "clock", v ? v : json_pack("{s:b, s:s}", "synced", 0, "source",
+							  "system"));
 	json_object_set_new(root, "port_mappings",
 			    json_string(test ? "off (test mode)"
 					: conf->flags & WARP_CONF_NO_UPNP
 						? "off (disabled by configuration)"
-						: "none (UPnP/NAT-PMP/PCP not integrated)"));
-	json_object_set_new(root, "brokers",
-			    servers_json(conf->mqtt, conf->nmqtt,
-					 conf->flags & WARP_CONF_NO_MQTT
-						 ? "off (disabled by configuration)"
-						 : "not connected (signalling not integrated)"));
+						: "none (UPnP/NAT-PMP not integrated into the node)"));
+	v = json_object_get(netjs, "brokers_ready");
+	ready = json_is_integer(v) ? (size_t)json_integer_value(v) : 0;
+	json_object_set_new(
+		root, "brokers",
+		servers_json(conf->mqtt, conf->nmqtt,
+			     conf->flags & WARP_CONF_NO_MQTT ? "off (disabled by configuration)"
+			     : !v			     ? "not connected"
+			     : ready >= conf->nmqtt	     ? "connected"
+			     : ready			     ? "some of the brokers connected"
+							     : "not connected"));
 	json_object_set_new(root, "stun",
 			    servers_json(conf->stun, conf->nstun,
 					 conf->flags & WARP_CONF_NO_STUN
 						 ? "off (disabled by configuration)"
-						 : "unused (NAT detection not integrated)"));
+						 : "configured"));
+	json_decref(netjs);
 	names = json_array();
 	if (name)
 		json_array_append_new(
@@ -157,12 +172,13 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 			json_pack("{s:s, s:s, s:s}", "name", name, "tld", conf->tld, "state",
 				  conf->flags & WARP_CONF_NO_NAMES ? "off (disabled by configuration)"
 				  : !conf->nnames ? "not published (no nickname server configured)"
-						  : "unknown (nickname client not integrated)"));
+						  : "not published (nickname client not integrated)"));
 	json_object_set_new(root, "names", names);
-	json_object_set_new(root, "bpf",
-			    json_string(conf->flags & WARP_CONF_NO_BPF
-						? "off (disabled by configuration)"
-						: "off (not integrated)"));
+	/* "bpf: active (xdp: eth0)" -> "active (xdp: eth0)" */
+	bpf = warp_node_bpf_status(node);
+	if (!strncmp(bpf, "bpf: ", 5))
+		bpf += 5;
+	json_object_set_new(root, "bpf", json_string(bpf));
 	json_object_set_new(root, "pipes", pipes ? pipes : json_array());
 	json_object_set_new(root, "forwards", forwards ? forwards : json_array());
 	json_object_set_new(root, "exposes", exposes ? exposes : json_array());
@@ -172,7 +188,8 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 		nodejs = json_loads(ns, 0, NULL);
 	free(ns);
 	json_object_foreach(nodejs, k, v) {
-		if (!strcmp(k, "public_key") || !strcmp(k, "port") || !strcmp(k, "test_mode"))
+		if (!strcmp(k, "public_key") || !strcmp(k, "port") || !strcmp(k, "test_mode") ||
+		    !strcmp(k, "bpf"))
 			continue;
 		json_object_set(root, k, v);
 	}
@@ -250,8 +267,26 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 			fprintf(out, " %s", json_string_value(x));
 		fputc('\n', out);
 	}
-	print_field(out, "nat", json_object_get(st, "nat"));
-	print_field(out, "clock", json_object_get(st, "clock"));
+	a = json_object_get(st, "nat");
+	if (json_is_array(a))
+		json_array_foreach(a, i, e)
+			fprintf(out, "%-12s IPv%lld %s (mapping %s, filtering %s), reflexive %s\n",
+				i ? "" : "nat", json_integer_value(json_object_get(e, "family")),
+				str(e, "type")[0] ? str(e, "type") : "not classified",
+				str(e, "mapping")[0] ? str(e, "mapping") : "?",
+				str(e, "filtering")[0] ? str(e, "filtering") : "?",
+				str(e, "reflexive")[0] ? str(e, "reflexive") : "unknown");
+	else
+		print_field(out, "nat", a);
+	e = json_object_get(st, "clock");
+	if (json_is_true(json_object_get(e, "synced")))
+		fprintf(out, "%-12s synced, offset %+.1f ms (uncertainty %.1f ms)\n", "clock",
+			json_number_value(json_object_get(e, "offset_ms")),
+			json_number_value(json_object_get(e, "uncertainty_ms")));
+	else if (json_is_object(e))
+		fprintf(out, "%-12s not synced: %s\n", "clock", str(e, "source"));
+	else
+		print_field(out, "clock", e);
 	print_field(out, "port maps", json_object_get(st, "port_mappings"));
 	print_servers(out, "brokers", json_object_get(st, "brokers"));
 	print_servers(out, "stun", json_object_get(st, "stun"));
