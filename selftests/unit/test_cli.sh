@@ -157,4 +157,20 @@ t 0 "^bpf +off \(disabled by configuration\)" status --test-mode
 t 0 "^daemon +not running" status --test-mode
 t 0 "^identity +bob 0[23]" status --test-mode --name bob
 t 0 "^wg1\." addr --test-mode
+
+# ---- the manual pages document what exists
+man1=$WARP_TOP/docs/man/warpgate.1 man5=$WARP_TOP/docs/man/warpgate.conf.5
+missing=
+for c in $commands; do
+	grep -q "^\.B $c\b" "$man1" || missing="$missing $c"
+	for o in $("$W" "$c" --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+		grep -qF -- "$(sed 's/-/\\-/g' <<<"$o")" "$man1" || missing="$missing $c:$o"
+	done
+done
+check "warpgate(1) documents every command and option${missing:+ (missing:$missing)}" [ -z "$missing" ]
+missing=
+for k in $(sed -n 's/.*strcmp(key, "\([a-z_0-9]*\)").*/\1/p' "$WARP_TOP/user/node/config.c"); do
+	grep -qE "^\.B(R)? \"?$k\b" "$man5" || missing="$missing $k"
+done
+check "warpgate.conf(5) documents every configuration key${missing:+ (missing:$missing)}" [ -z "$missing" ]
 tap_done
