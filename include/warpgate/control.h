@@ -79,8 +79,11 @@ ssize_t warp_ctl_recv(struct warp_ctl *ctl, uint32_t pipe, void *buf, size_t cap
 		      int timeout_ms);
 /* Streams the pipe's messages as events from now on (queued ones first). */
 int warp_ctl_subscribe(struct warp_ctl *ctl, uint32_t pipe);
-/* Graceful close: queued messages are delivered first. */
+/* Graceful close: queued messages are delivered first; the id is gone afterwards. */
 int warp_ctl_close_pipe(struct warp_ctl *ctl, uint32_t pipe);
+/* Half-close: no more sending; the peer's messages still arrive until it ends the pipe too
+ * (then recv reports -WARP_ECLOSED / a WARP_CTL_EV_CLOSED event). */
+int warp_ctl_shutdown(struct warp_ctl *ctl, uint32_t pipe);
 /* Inbound pipes come to this client as accept events.  n 0: from any key the daemon's node
  * admits; else only from these keys. */
 int warp_ctl_listen(struct warp_ctl *ctl, const uint8_t (*allow)[WARP_PUBKEY_LEN], size_t n);

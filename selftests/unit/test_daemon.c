@@ -29,6 +29,8 @@
 #include <warpgate/control.h>
 #include <warpgate/error.h>
 
+#include "daemon/cliutil.h"
+
 struct proc {
 	pid_t pid;
 	FILE *out;
@@ -195,6 +197,14 @@ static void test_connect_send_recv(void **state)
 	n = warp_ctl_recv(c, pipe, buf, sizeof(buf), 5000);
 	assert_int_equal(n, sizeof(big) + 5);
 	assert_memory_equal(buf + 5, big, sizeof(big));
+	/* Half-close: the peer ends its side too, recv reports the end of the pipe, the id
+	 * stays until closed.  (The echo is awaited first: see test_netcat_helper.) */
+	assert_int_equal(warp_ctl_send(c, pipe, "last", 4), 0);
+	n = warp_ctl_recv(c, pipe, buf, sizeof(buf), 5000);
+	assert_int_equal(n, 9);
+	assert_memory_equal(buf, "echo:last", 9);
+	assert_int_equal(warp_ctl_shutdown(c, pipe), 0);
+	assert_int_equal(warp_ctl_recv(c, pipe, buf, sizeof(buf), 5000), -WARP_ECLOSED);
 	assert_int_equal(warp_ctl_close_pipe(c, pipe), 0);
 	assert_int_equal(warp_ctl_recv(c, pipe, buf, sizeof(buf), 0), -ENOENT);
 	warp_ctl_close(c);
@@ -303,6 +313,46 @@ static void test_errors_and_ownership(void **state)
 	warp_ctl_close(b);
 }
 
+/* The CLI's netcat over a daemon pipe (for `connect` through the daemon): input to the pipe,
+ * end of input half-closes, the echo comes back, then the pipe ends. */
+static void test_netcat_helper(void **state)
+{
+	int in[2], out[2], st;
+	char buf[64] = "";
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	assert_int_equal(pipe(in), 0);
+	assert_int_equal(pipe(out), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct warp_ctl *c = warp_ctl_open(sock);
+		uint32_t p;
+
+		close(in[1]);
+		close(out[0]);
+		if (!c || warp_ctl_connect(c, echo_addr, 5000, &p, NULL))
+			_exit(2);
+		_exit(wd_ctl_netcat(c, p, in[0], out[1]) ? 3 : 0);
+	}
+	close(in[0]);
+	close(out[1]);
+	/* Wait for the echo before the end of input: a peer that gets a message and the end
+	 * of the pipe in one packet cannot answer it (see the daemon report). */
+	assert_int_equal(write(in[1], "hello", 5), 5);
+	while (got < 10 && (n = read(out[0], buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(in[1]);
+	while (got < (ssize_t)sizeof(buf) - 1 &&
+	       (n = read(out[0], buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(out[0]);
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_string_equal(buf, "echo:hello");
+}
+
 /* Lines in, lines out, without the client library. */
 static void test_raw_lines(void **state)
 {
@@ -394,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_subscribe_events),
 		cmocka_unit_test(test_listen_accept),
 		cmocka_unit_test(test_errors_and_ownership),
+		cmocka_unit_test(test_netcat_helper),
 		cmocka_unit_test(test_raw_lines),
 		cmocka_unit_test(test_peer_credentials),
 	};

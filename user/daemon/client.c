@@ -433,6 +433,12 @@ int warp_ctl_close_pipe(struct warp_ctl *c, uint32_t pipe)
 			 10000);
 }
 
+int warp_ctl_shutdown(struct warp_ctl *c, uint32_t pipe)
+{
+	return call_json(c, json_pack("{s:s, s:I}", "op", "shutdown", "pipe", (json_int_t)pipe),
+			 NULL, 10000);
+}
+
 int warp_ctl_listen(struct warp_ctl *c, const uint8_t (*allow)[WARP_PUBKEY_LEN], size_t n)
 {
 	json_t *req = json_pack("{s:s}", "op", "listen");

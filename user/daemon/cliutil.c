@@ -257,3 +257,99 @@ int wd_ctl_follow(struct warp_ctl *ctl, const char *cmd, bool verbose)
 	close(sfd);
 	return err;
 }
+
+struct warp_ctl *wd_ctl_find(const struct warp_conf *conf, const char *override)
+{
+	char path[PATH_MAX];
+	int err = wd_socket_path(conf, override, path, sizeof(path));
+
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	return warp_ctl_open(path);
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int wd_ctl_netcat(struct warp_ctl *ctl, uint32_t pipe, int in_fd, int out_fd)
+{
+	struct pollfd pfd[3];
+	bool in_done = false;
+	sigset_t mask;
+	int sfd, err;
+
+	err = warp_ctl_subscribe(ctl, pipe);
+	if (err)
+		return err;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		return -errno;
+	for (;;) {
+		struct warp_ctl_event ev;
+		int n = 0;
+
+		while ((err = warp_ctl_next_event(ctl, &ev, 0)) == 0) {
+			bool end = ev.pipe == pipe && ev.kind == WARP_CTL_EV_CLOSED;
+
+			if (ev.pipe == pipe && ev.kind == WARP_CTL_EV_MESSAGE)
+				err = write_all(out_fd, ev.data, ev.len);
+			warp_ctl_event_free(&ev);
+			if (end || err)
+				goto out;
+		}
+		if (err != -ETIMEDOUT)
+			goto out;
+		err = 0;
+		pfd[n].fd = warp_ctl_fd(ctl);
+		pfd[n++].events = POLLIN;
+		pfd[n].fd = sfd;
+		pfd[n++].events = POLLIN;
+		if (!in_done) {
+			pfd[n].fd = in_fd;
+			pfd[n++].events = POLLIN;
+		}
+		if (poll(pfd, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			goto out;
+		}
+		if (pfd[1].revents & POLLIN)
+			goto out;
+		if (!in_done && pfd[2].revents) {
+			uint8_t buf[32768];
+			ssize_t r = read(in_fd, buf, sizeof(buf));
+
+			if (r > 0) {
+				err = warp_ctl_send(ctl, pipe, buf, (size_t)r);
+			} else if (r == 0 || errno != EINTR) {
+				/* End of input: half-close, keep printing until the peer ends. */
+				in_done = true;
+				err = warp_ctl_shutdown(ctl, pipe);
+			}
+			if (err)
+				goto out;
+		}
+	}
+out:
+	close(sfd);
+	return err == -WARP_ECLOSED ? 0 : err;
+}

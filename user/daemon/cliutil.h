@@ -48,6 +48,12 @@ struct warp_ctl;
 void wd_fwd_event_print(const char *cmd, const struct fwd_event *ev, bool verbose);
 /* The same from a daemon's {"event": "forward", ...} line. */
 void wd_fwd_event_print_json(const char *cmd, const char *json, bool verbose);
+/* The running daemon for this configuration (override: --socket), or NULL (errno) when none
+ * answers.  For commands that use the daemon when it runs. */
+struct warp_ctl *wd_ctl_find(const struct warp_conf *conf, const char *override);
+/* netcat over a daemon pipe: in_fd to the pipe (end of input half-closes it), the pipe's
+ * messages to out_fd, until the pipe ends (0), SIGINT/SIGTERM (0) or an error. */
+int wd_ctl_netcat(struct warp_ctl *ctl, uint32_t pipe, int in_fd, int out_fd);
 /* Prints the daemon's forward events until SIGINT/SIGTERM (0) or the daemon goes away
  * (-EPIPE). */
 int wd_ctl_follow(struct warp_ctl *ctl, const char *cmd, bool verbose);

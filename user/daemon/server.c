@@ -1107,6 +1107,22 @@ static void op_close(struct client *c, json_t *req, json_t *id)
 	dpipe_free(p);
 }
 
+/* Half-close: our side ends (after what is queued), the peer's messages keep coming until it
+ * ends too; then "closed". */
+static void op_shutdown(struct client *c, json_t *req, json_t *id)
+{
+	struct dpipe *p = dpipe_find(c, req, id);
+	int err;
+
+	if (!p)
+		return;
+	err = p->ended ? 0 : warp_pipe_close(p->pipe);
+	if (err)
+		reply_err(c, id, err, "shutdown: %s", warp_strerror(err));
+	else
+		reply_ok(c, id, NULL);
+}
+
 static void op_pipes(struct client *c, json_t *req, json_t *id)
 {
 	reply_ok(c, id, json_pack("{s:o}", "pipes", pipes_json(c->d, c)));
@@ -1341,7 +1357,8 @@ static const struct {
 } ops[] = {
 	{ "hello", op_hello },       { "status", op_status },   { "addr", op_addr },
 	{ "connect", op_connect },   { "send", op_send },       { "recv", op_recv },
-	{ "subscribe", op_subscribe }, { "close", op_close },   { "pipes", op_pipes },
+	{ "subscribe", op_subscribe }, { "close", op_close },   { "shutdown", op_shutdown },
+	{ "pipes", op_pipes },
 	{ "listen", op_listen },     { "expose", op_expose },   { "unexpose", op_unexpose },
 	{ "forward", op_forward },   { "unforward", op_unforward }, { "name_get", op_name_get },
 	{ "name_put", op_name_put }, { "reload", op_reload },
