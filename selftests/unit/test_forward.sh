@@ -17,6 +17,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap '' PIPE # a reset connection must fail a check, not kill the script
 export WARPGATE_HOME=$tmp/home
 
 # A free TCP port on 127.0.0.1 (the kernel picks it; we let it go again at once).
@@ -139,6 +140,30 @@ pids+=($fpid)
 ep3=$(first_line "$tmp/fw3.out" $fpid)
 get "$ep3/index.html" "$tmp/got3.html"
 check "listed key: HTTP through (localhost means 127.0.0.1)" cmp -s "$tmp/got3.html" "$tmp/www/index.html"
+kill $fpid $epid
+wait $fpid $epid 2>/dev/null
+
+# ---- the pipe ends (expose restarts): the next connection opens a new one
+nport=$(free_port)
+"$W" expose --test-mode --name carol --port "$nport" "$hport" >"$tmp/ex4.out" 2>/dev/null &
+epid=$!
+pids+=($epid)
+addr4=$(first_line "$tmp/ex4.out" $epid)
+"$W" forward --test-mode "$addr4" "0:127.0.0.1:$hport" >"$tmp/fw4.out" 2>"$tmp/fw4.err" &
+fpid=$!
+pids+=($fpid)
+ep4=$(first_line "$tmp/fw4.out" $fpid)
+get "$ep4/index.html" "$tmp/got4a.html"
+kill $epid
+wait $epid 2>/dev/null
+"$W" expose --test-mode --name carol --port "$nport" "$hport" >"$tmp/ex5.out" 2>/dev/null &
+epid=$!
+pids+=($epid)
+first_line "$tmp/ex5.out" $epid >/dev/null
+get "$ep4/index.html" "$tmp/got4b.html"
+check "after the expose side restarted, the next connection gets through" \
+	cmp -s "$tmp/got4b.html" "$tmp/www/index.html"
+check "... and forward said the old pipe ended" grep -q "pipe closed" "$tmp/fw4.err"
 kill $fpid $epid
 wait $fpid $epid 2>/dev/null
 

@@ -359,6 +359,8 @@ struct fwd_sess {
 	int sub;
 	bool server;
 	bool dead;
+	bool broken;             /* the pipe refused a frame: ends at the next timer tick */
+	int broken_err;
 	bool hello_rx;
 	uint8_t peer[WARP_PUBKEY_LEN];
 	struct list_head streams;
@@ -396,6 +398,7 @@ struct fwd_forwarder {
 static void stream_io(struct warp_loop *loop, int fd, unsigned int events, void *user);
 static void sess_kill(struct fwd_sess *s, int err, const char *why, bool defer);
 static void stream_interest(struct fwd_stream *st);
+static void fwd_reset_pending(struct fwd_forwarder *f);
 
 static void emit(struct fwd_sess *s, struct fwd_forwarder *f, struct fwd_event *ev)
 {
@@ -430,13 +433,20 @@ static int sess_send(struct fwd_sess *s, const struct fwd_frame *fr)
 	struct outmsg *m;
 	int n, err;
 
-	if (s->dead)
+	if (s->dead || s->broken)
 		return -WARP_ECLOSED;
 	n = fwd_frame_encode(fr, s->frame, sizeof(s->frame));
 	if (n < 0)
 		return n;
 	if (list_empty(&s->outq)) {
 		err = warp_pipe_send(s->pipe, s->frame, (size_t)n);
+		if (err && err != -EAGAIN) {
+			/* The peer ended the pipe (its close can reach us long before ours is
+			 * acknowledged): end the session from the timer, not under the caller. */
+			s->broken = true;
+			s->broken_err = err;
+			warp_timer_arm_ms(s->retry, 0);
+		}
 		if (err != -EAGAIN)
 			return err;
 	}
@@ -458,6 +468,13 @@ static void sess_retry(struct warp_timer *t, void *user)
 	bool was_high = s->outq_bytes >= OUTQ_HIGH;
 	struct list_head *pos;
 
+	if (s->broken) {
+		sess_kill(s, s->broken_err,
+			  s->broken_err == -WARP_ECLOSED ? "the peer ended the pipe"
+							 : warp_strerror(s->broken_err),
+			  true);
+		return;
+	}
 	while (!list_empty(&s->outq)) {
 		struct outmsg *m = list_entry(s->outq.next, struct outmsg, link);
 		int err = warp_pipe_send(s->pipe, m->data, m->len);
@@ -1038,6 +1055,9 @@ static void sess_kill(struct fwd_sess *s, int err, const char *why, bool defer)
 	emit(s, f, &ev);
 	s->f = NULL;
 	s->x = NULL;
+	/* Connections that were waiting for this pipe get a new one. */
+	if (f && f->npending && !f->sess && !f->dial && fwd_forwarder_dial(f))
+		fwd_reset_pending(f);
 	if (!defer || warp_loop_defer(s->loop, sess_free_now, s))
 		sess_free_now(s);
 }
@@ -1183,13 +1203,15 @@ static void fwd_open_pending(struct fwd_forwarder *f)
 			continue;
 		}
 		st->id = s->next_id++;
-		stream_attach(s, st);
 		fr.id = st->id;
 		snprintf(fr.host, sizeof(fr.host), "%s", f->c.host);
 		if (sess_send(s, &fr)) {
-			stream_free(st, true);
-			continue;
+			/* This pipe is done: the connection waits for the next one. */
+			list_add_tail(&st->link, f->pending.next); /* back to the head */
+			f->npending++;
+			return;
 		}
+		stream_attach(s, st);
 		stream_interest(st);
 	}
 }
