@@ -75,8 +75,7 @@ int warp_ctl_connect(struct warp_ctl *ctl, const char *target, int timeout_ms, u
 int warp_ctl_send(struct warp_ctl *ctl, uint32_t pipe, const void *msg, size_t len);
 /* The next message: its length, -ETIMEDOUT, -WARP_ECLOSED at the end of the pipe, -EMSGSIZE
  * when cap is too small (the message is lost: size buffers for the largest message). */
-ssize_t warp_ctl_recv(struct warp_ctl *ctl, uint32_t pipe, void *buf, size_t cap,
-		      int timeout_ms);
+ssize_t warp_ctl_recv(struct warp_ctl *ctl, uint32_t pipe, void *buf, size_t cap, int timeout_ms);
 /* Streams the pipe's messages as events from now on (queued ones first). */
 int warp_ctl_subscribe(struct warp_ctl *ctl, uint32_t pipe);
 /* Graceful close: queued messages are delivered first; the id is gone afterwards. */
@@ -89,11 +88,11 @@ int warp_ctl_shutdown(struct warp_ctl *ctl, uint32_t pipe);
 int warp_ctl_listen(struct warp_ctl *ctl, const uint8_t (*allow)[WARP_PUBKEY_LEN], size_t n);
 
 enum warp_ctl_event_kind {
-	WARP_CTL_EV_OTHER = 0,   /* see json */
-	WARP_CTL_EV_ACCEPT,      /* pipe, peer_key */
-	WARP_CTL_EV_MESSAGE,     /* pipe, data, len */
-	WARP_CTL_EV_CLOSED,      /* pipe, err (0: the peer closed it cleanly) */
-	WARP_CTL_EV_FORWARD,     /* a forward or expose reports (json) */
+	WARP_CTL_EV_OTHER = 0, /* see json */
+	WARP_CTL_EV_ACCEPT,    /* pipe, peer_key */
+	WARP_CTL_EV_MESSAGE,   /* pipe, data, len */
+	WARP_CTL_EV_CLOSED,    /* pipe, err (0: the peer closed it cleanly) */
+	WARP_CTL_EV_FORWARD,   /* a forward or expose reports (json) */
 };
 
 struct warp_ctl_event {
@@ -103,7 +102,7 @@ struct warp_ctl_event {
 	uint8_t *data;
 	size_t len;
 	int err;
-	char *json;              /* the whole event line */
+	char *json; /* the whole event line */
 };
 
 /* The next event (0), -ETIMEDOUT, or -EPIPE when the daemon went away. */

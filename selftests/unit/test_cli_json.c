@@ -34,9 +34,18 @@ struct field {
 	bool nullable;
 };
 
-#define F(k, t)  { k, t, false }
-#define FN(k, t) { k, t, true } /* may be null */
-#define END      { NULL, T_STR, false }
+#define F(k, t)             \
+	{                   \
+		k, t, false \
+	}
+#define FN(k, t)           \
+	{                  \
+		k, t, true \
+	} /* may be null */
+#define END                        \
+	{                          \
+		NULL, T_STR, false \
+	}
 
 static bool is_kind(json_t *v, enum kind k)
 {
@@ -218,15 +227,19 @@ static void test_id(void **state)
 	free(out);
 }
 
-static const struct field addr_fields[] = { F("version", T_INT), F("pubkey", T_STR),
-					    FN("machine", T_STR), F("created_ms", T_INT),
-					    F("routes", T_ARR), F("hints", T_ARR), END };
+static const struct field addr_fields[] = { F("version", T_INT),
+					    F("pubkey", T_STR),
+					    FN("machine", T_STR),
+					    F("created_ms", T_INT),
+					    F("routes", T_ARR),
+					    F("hints", T_ARR),
+					    END };
 static const struct field route_fields[] = {
-	F("family", T_INT),	  F("if_id", T_INT),	    F("nic", T_STR),
-	F("prefix_len", T_INT),  FN("ext", T_STR),   F("tcp_port", T_INT),
-	F("udp_port", T_INT),	  F("ext_tcp_port", T_INT), F("ext_udp_port", T_INT),
-	F("nat", T_STR),	  F("mapping", T_STR),	    F("filtering", T_STR),
-	F("delta", T_OBJ),	  F("flags", T_ARR),	    END
+	F("family", T_INT),	F("if_id", T_INT),	  F("nic", T_STR),
+	F("prefix_len", T_INT), FN("ext", T_STR),	  F("tcp_port", T_INT),
+	F("udp_port", T_INT),	F("ext_tcp_port", T_INT), F("ext_udp_port", T_INT),
+	F("nat", T_STR),	F("mapping", T_STR),	  F("filtering", T_STR),
+	F("delta", T_OBJ),	F("flags", T_ARR),	  END
 };
 
 static void check_addr(json_t *j, const char *what)
@@ -237,8 +250,9 @@ static void check_addr(json_t *j, const char *what)
 	schema(j, what, addr_fields, true);
 	assert_true(hex66(json_object_get(j, "pubkey")));
 	assert_true(json_array_size(json_object_get(j, "routes")) > 0);
-	json_array_foreach(json_object_get(j, "routes"), i, r)
+	json_array_foreach(json_object_get(j, "routes"), i, r) {
 		schema(r, "route", route_fields, true);
+	}
 }
 
 static void test_addr(void **state)
@@ -263,14 +277,13 @@ static void test_addr(void **state)
 }
 
 static const struct field connect_fields[] = { F("connected", T_BOOL), FN("strategy", T_STR),
-					       FN("path", T_STR),	 F("ms", T_NUM),
-					       F("attempts", T_ARR),	 END };
-static const struct field attempt_fields[] = {
-	F("strategy", T_STR), F("transport", T_STR), FN("family", T_INT),
-	F("route", T_STR),    F("endpoint", T_STR),  F("outcome", T_STR),
-	F("reason", T_STR),   F("start_ms", T_NUM),  F("end_ms", T_NUM),
-	END
-};
+					       FN("path", T_STR),      F("ms", T_NUM),
+					       F("attempts", T_ARR),   END };
+static const struct field attempt_fields[] = { F("strategy", T_STR), F("transport", T_STR),
+					       FN("family", T_INT),  F("route", T_STR),
+					       F("endpoint", T_STR), F("outcome", T_STR),
+					       F("reason", T_STR),   F("start_ms", T_NUM),
+					       F("end_ms", T_NUM),   END };
 
 static void test_connect(void **state)
 {
@@ -313,25 +326,34 @@ static void test_connect(void **state)
 
 static void test_status(void **state)
 {
-	static const struct field top[] = {
-		F("schema", T_INT),	   F("version", T_STR),      F("daemon", T_OBJ),
-		F("identity", T_OBJ),	   F("node", T_OBJ),	      F("interfaces", T_ARR),
-		F("nat", T_STR_OR_ARR),   F("clock", T_STR_OR_OBJ), F("port_mappings", T_STR_OR_ARR),
-		F("brokers", T_ARR),	   F("stun", T_ARR),	      F("names", T_ARR),
-		F("bpf", T_STR_OR_OBJ),   F("pipes", T_ARR),	      F("forwards", T_ARR),
-		F("exposes", T_ARR),	   END
-	};
+	static const struct field top[] = { F("schema", T_INT),
+					    F("version", T_STR),
+					    F("daemon", T_OBJ),
+					    F("identity", T_OBJ),
+					    F("node", T_OBJ),
+					    F("interfaces", T_ARR),
+					    F("nat", T_STR_OR_ARR),
+					    F("clock", T_STR_OR_OBJ),
+					    F("port_mappings", T_STR_OR_ARR),
+					    F("brokers", T_ARR),
+					    F("stun", T_ARR),
+					    F("names", T_ARR),
+					    F("bpf", T_STR_OR_OBJ),
+					    F("pipes", T_ARR),
+					    F("forwards", T_ARR),
+					    F("exposes", T_ARR),
+					    END };
 	static const struct field ident[] = { FN("name", T_STR), F("public_key", T_STR),
 					      F("ephemeral", T_BOOL), END };
 	static const struct field node[] = { F("port", T_INT), F("test_mode", T_BOOL),
 					     F("address", T_STR), END };
-	static const struct field iface[] = { F("name", T_STR),	 F("index", T_INT),
-					      F("up", T_BOOL),		 F("loopback", T_BOOL),
-					      F("mtu", T_INT),		 F("addresses", T_ARR),
-					      F("default_route", T_BOOL), F("used", T_BOOL),
+	static const struct field iface[] = {
+		F("name", T_STR),	    F("index", T_INT), F("up", T_BOOL),
+		F("loopback", T_BOOL),	    F("mtu", T_INT),   F("addresses", T_ARR),
+		F("default_route", T_BOOL), F("used", T_BOOL), END
+	};
+	static const struct field names[] = { F("name", T_STR), F("tld", T_STR), F("state", T_STR),
 					      END };
-	static const struct field names[] = { F("name", T_STR), F("tld", T_STR),
-					      F("state", T_STR), END };
 	static const struct field server[] = { F("server", T_STR), F("state", T_STR), END };
 	int rc;
 	char *out = run(&rc,
@@ -347,8 +369,8 @@ static void test_status(void **state)
 	assert_int_equal(json_integer_value(json_object_get(j, "schema")), 1);
 	assert_true(json_is_false(json_object_get(json_object_get(j, "daemon"), "running")));
 	schema(json_object_get(j, "identity"), "identity", ident, false);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "identity"), "name")),
-			    "dave");
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(j, "identity"), "name")), "dave");
 	assert_true(hex66(json_object_get(json_object_get(j, "identity"), "public_key")));
 	schema(json_object_get(j, "node"), "node", node, false);
 	json_array_foreach(json_object_get(j, "interfaces"), i, e) {
@@ -357,13 +379,16 @@ static void test_status(void **state)
 		      json_is_true(json_object_get(e, "used"));
 	}
 	assert_true(lo); /* test mode uses loopback */
-	json_array_foreach(json_object_get(j, "names"), i, e)
+	json_array_foreach(json_object_get(j, "names"), i, e) {
 		schema(e, "names[]", names, false);
+	}
 	assert_int_equal(json_array_size(json_object_get(j, "brokers")), 1);
-	json_array_foreach(json_object_get(j, "brokers"), i, e)
+	json_array_foreach(json_object_get(j, "brokers"), i, e) {
 		schema(e, "brokers[]", server, false);
-	json_array_foreach(json_object_get(j, "stun"), i, e)
+	}
+	json_array_foreach(json_object_get(j, "stun"), i, e) {
 		schema(e, "stun[]", server, false);
+	}
 	/* Nothing integrated yet must say so, not pretend. */
 	if (json_is_string(json_object_get(j, "bpf")))
 		assert_non_null(strstr(json_string_value(json_object_get(j, "bpf")), "off"));
@@ -375,13 +400,15 @@ static void test_status(void **state)
 static void test_expose_forward_first_lines(void **state)
 {
 	static const struct field ex[] = { F("address", T_STR), F("public_key", T_STR),
-					   F("exposed", T_ARR),  F("daemon", T_BOOL),
-					   END };
+					   F("exposed", T_ARR), F("daemon", T_BOOL), END };
 	static const struct field rule[] = { F("host", T_STR), F("port", T_INT),
 					     F("allow", T_STR_OR_ARR), END };
-	static const struct field fw[] = { F("listen", T_STR), F("target", T_STR),
-					   F("host", T_STR),   F("port", T_INT),
-					   F("peer", T_STR),   F("daemon", T_BOOL),
+	static const struct field fw[] = { F("listen", T_STR),
+					   F("target", T_STR),
+					   F("host", T_STR),
+					   F("port", T_INT),
+					   F("peer", T_STR),
+					   F("daemon", T_BOOL),
 					   END };
 	struct proc e, f;
 	char line[4096], addr[2048];
@@ -397,15 +424,16 @@ static void test_expose_forward_first_lines(void **state)
 	schema(j, "expose --json", ex, false);
 	assert_true(json_is_false(json_object_get(j, "daemon")));
 	assert_int_equal(json_array_size(json_object_get(j, "exposed")), 2);
-	json_array_foreach(json_object_get(j, "exposed"), i, r)
+	json_array_foreach(json_object_get(j, "exposed"), i, r) {
 		schema(r, "exposed[]", rule, false);
+	}
 	r = json_array_get(json_object_get(j, "exposed"), 1);
 	assert_string_equal(json_string_value(json_object_get(r, "host")), "::1");
 	assert_string_equal(json_string_value(json_array_get(json_object_get(r, "allow"), 0)), key);
 	snprintf(addr, sizeof(addr), "%s", json_string_value(json_object_get(j, "address")));
 	json_decref(j);
-	spawn(&f, line, sizeof(line), "%s forward --test-mode --name erin --json '%s' 0:localhost:8080",
-	      bin, addr);
+	spawn(&f, line, sizeof(line),
+	      "%s forward --test-mode --name erin --json '%s' 0:localhost:8080", bin, addr);
 	j = parse(line);
 	schema(j, "forward --json", fw, false);
 	assert_string_equal(json_string_value(json_object_get(j, "host")), "127.0.0.1");

@@ -104,8 +104,8 @@ static int setup(void **state)
 	if (!mkdtemp(home))
 		return -1;
 	snprintf(sock, sizeof(sock), "%s/control.sock", home);
-	if (spawn(&daemon_p, "daemon", dargv) || first_line(&daemon_p, daemon_addr,
-							   sizeof(daemon_addr)))
+	if (spawn(&daemon_p, "daemon", dargv) ||
+	    first_line(&daemon_p, daemon_addr, sizeof(daemon_addr)))
 		return -1;
 	if (spawn(&echo_p, "echo", eargv) || first_line(&echo_p, echo_addr, sizeof(echo_addr)))
 		return -1;
@@ -249,7 +249,9 @@ static void test_listen_accept(void **state)
 	struct warp_ctl *c = ctl_open();
 	struct warp_ctl_event ev;
 	struct proc peer = { 0 };
-	char *argv[] = { "warpgate", "connect", "--test-mode", daemon_addr, "--send", "ping", NULL };
+	char *argv[] = {
+		"warpgate", "connect", "--test-mode", daemon_addr, "--send", "ping", NULL
+	};
 	char line[256], buf[64];
 	uint8_t zero[WARP_PUBKEY_LEN] = { 0 };
 	ssize_t n;
@@ -295,9 +297,9 @@ static void test_errors_and_ownership(void **state)
 	err = warp_ctl_connect(a, "wg1.AAAA", 2000, &pipe, NULL);
 	assert_true(err == -WARP_EMALFORMED || err == -WARP_ETRUNCATED);
 	assert_int_equal(warp_ctl_connect(a, "alice", 2000, &pipe, NULL), -WARP_ENONAMESERVER);
-	assert_int_equal(warp_ctl_call(a, "{\"op\": \"name_get\", \"name\": \"alice\"}", NULL,
-				       5000),
-			 -WARP_ENONAMESERVER);
+	assert_int_equal(
+		warp_ctl_call(a, "{\"op\": \"name_get\", \"name\": \"alice\"}", NULL, 5000),
+		-WARP_ENONAMESERVER);
 	/* A pipe belongs to the client that opened it. */
 	assert_int_equal(warp_ctl_connect(a, echo_addr, 5000, &pipe, NULL), 0);
 	assert_int_equal(warp_ctl_send(b, pipe, "x", 1), -ENOENT);

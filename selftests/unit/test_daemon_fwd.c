@@ -215,22 +215,24 @@ static void test_keys(void **state)
 	uint8_t key[WARP_PUBKEY_LEN];
 	char hex[2 * WARP_PUBKEY_LEN + 1];
 	/* The secp256k1 generator, compressed: a valid point. */
-	static const char g[] = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+	static const char g[] =
+		"0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
 	assert_int_equal(fwd_key_parse(g, key), 0);
 	fwd_key_hex(key, hex);
 	assert_string_equal(hex, g);
 	assert_int_equal(fwd_key_parse("02", key), -EINVAL);
 	assert_int_equal(
-		fwd_key_parse("0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798", key),
+		fwd_key_parse("0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+			      key),
 		-EINVAL);
 }
 
 static void test_base64(void **state)
 {
 	static const char *const in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
-	static const char *const out[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-					   "Zm9vYmFy" };
+	static const char *const out[] = { "",	       "Zg==",	   "Zm8=",    "Zm9v",
+					   "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy" };
 	char enc[16];
 	uint8_t dec[16];
 
@@ -252,9 +254,9 @@ static void test_base64(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),	cmocka_unit_test(test_encode_rejects),
-		cmocka_unit_test(test_decode_rejects),	cmocka_unit_test(test_hosts_and_rules),
-		cmocka_unit_test(test_keys),		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_encode_rejects),
+		cmocka_unit_test(test_decode_rejects), cmocka_unit_test(test_hosts_and_rules),
+		cmocka_unit_test(test_keys),	       cmocka_unit_test(test_base64),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

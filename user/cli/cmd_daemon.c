@@ -18,15 +18,16 @@
 
 static int cmd_daemon(int argc, char **argv);
 
-CLI_COMMAND(daemon_cmd, .name = "daemon", .summary = "run a node and serve its control socket",
-	    .usage = "[--socket PATH] [--name NAME] [common options]",
-	    .help = "  --socket PATH   control socket (default $WARPGATE_HOME/control.sock);\n"
-		    "                  mode 0600, only this user and root may connect\n"
-		    "  --name NAME     identity (default: the config's \"name\", else derived from\n"
-		    "                  the machine; test mode: ephemeral)\n"
-		    "The first line of stdout is the node's address, once the socket serves.\n"
-		    "SIGHUP reloads the configuration; SIGTERM or SIGINT shut down cleanly.\n",
-	    .run = cmd_daemon);
+CLI_COMMAND(
+	daemon_cmd, .name = "daemon", .summary = "run a node and serve its control socket",
+	.usage = "[--socket PATH] [--name NAME] [common options]",
+	.help = "  --socket PATH   control socket (default $WARPGATE_HOME/control.sock);\n"
+		"                  mode 0600, only this user and root may connect\n"
+		"  --name NAME     identity (default: the config's \"name\", else derived from\n"
+		"                  the machine; test mode: ephemeral)\n"
+		"The first line of stdout is the node's address, once the socket serves.\n"
+		"SIGHUP reloads the configuration; SIGTERM or SIGINT shut down cleanly.\n",
+	.run = cmd_daemon);
 
 enum { OPT_SOCKET = 0x2500, OPT_NAME };
 

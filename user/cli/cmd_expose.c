@@ -52,8 +52,10 @@ static int expose_opt(int opt, const char *arg, void *user)
 	switch (opt) {
 	case OPT_ALLOW:
 		if (wd_keys_add(&o->keys, arg)) {
-			cli_error("expose", "--allow: '%s' is not a public key (66 hex digits of a "
-					    "compressed key, as 'warpgate id' prints)", arg);
+			cli_error("expose",
+				  "--allow: '%s' is not a public key (66 hex digits of a "
+				  "compressed key, as 'warpgate id' prints)",
+				  arg);
 			return CLI_USAGE;
 		}
 		return 0;
@@ -82,14 +84,14 @@ static json_t *rules_json(const struct fwd_rule *rules, size_t n, const struct w
 			fwd_key_hex(keys->keys[k], hex);
 			json_array_append_new(allow, json_string(hex));
 		}
-		json_array_append_new(a, json_pack("{s:s, s:i, s:o}", "host", rules[i].host,
-						   "port", rules[i].port, "allow", allow));
+		json_array_append_new(a, json_pack("{s:s, s:i, s:o}", "host", rules[i].host, "port",
+						   rules[i].port, "allow", allow));
 	}
 	return a;
 }
 
-static void print_start(const char *addr, const char *key, const struct fwd_rule *rules,
-			size_t n, const struct wd_keys *keys, bool json, bool daemon)
+static void print_start(const char *addr, const char *key, const struct fwd_rule *rules, size_t n,
+			const struct wd_keys *keys, bool json, bool daemon)
 {
 	if (json) {
 		json_t *o = json_pack("{s:s, s:s, s:o, s:b}", "address", addr, "public_key", key,
@@ -155,8 +157,8 @@ static int run_standalone(struct cli_common *c, struct expose_opts *o, struct fw
 			goto out;
 	}
 	/* Unlisted keys are refused in the handshake already; the rules check again. */
-	err = warp_node_allow(warp_gate_node(gate),
-			      (const uint8_t(*)[WARP_PUBKEY_LEN])o->keys.keys, o->keys.n);
+	err = warp_node_allow(warp_gate_node(gate), (const uint8_t(*)[WARP_PUBKEY_LEN])o->keys.keys,
+			      o->keys.n);
 	if (err) {
 		cli_error("expose", "cannot set the allowed keys: %s", warp_strerror(err));
 		goto out;

@@ -23,20 +23,21 @@
 
 static int cmd_forward(int argc, char **argv);
 
-CLI_COMMAND(forward_cmd, .name = "forward", .summary = "forward a local TCP port to a peer",
-	    .usage = "TARGET LOCALPORT:HOST:PORT [--bind ADDR] [--name NAME] [--timeout MS] "
-		     "[--no-daemon] [common options]",
-	    .help = "  TARGET          the exposing peer: alice, alice.p2p or an address (wg1....)\n"
-		    "  LOCALPORT:HOST:PORT  listen on LOCALPORT (0: any free port) and reach\n"
-		    "                  HOST:PORT as the peer sees it ([IPV6] in brackets)\n"
-		    "  --bind ADDR     local address to listen on (default 127.0.0.1)\n"
-		    "  --name NAME     our identity (default: machine-derived; test mode: ephemeral)\n"
-		    "  --timeout MS    give up opening the pipe after MS milliseconds\n"
-		    "  --strategy S    only this strategy (repeatable)\n"
-		    "  --no-daemon     run a node of our own even when the daemon runs\n"
-		    "  --socket PATH   the daemon's control socket\n"
-		    "The first line of stdout is the local listen address (--json: an object).\n",
-	    .run = cmd_forward);
+CLI_COMMAND(
+	forward_cmd, .name = "forward", .summary = "forward a local TCP port to a peer",
+	.usage = "TARGET LOCALPORT:HOST:PORT [--bind ADDR] [--name NAME] [--timeout MS] "
+		 "[--no-daemon] [common options]",
+	.help = "  TARGET          the exposing peer: alice, alice.p2p or an address (wg1....)\n"
+		"  LOCALPORT:HOST:PORT  listen on LOCALPORT (0: any free port) and reach\n"
+		"                  HOST:PORT as the peer sees it ([IPV6] in brackets)\n"
+		"  --bind ADDR     local address to listen on (default 127.0.0.1)\n"
+		"  --name NAME     our identity (default: machine-derived; test mode: ephemeral)\n"
+		"  --timeout MS    give up opening the pipe after MS milliseconds\n"
+		"  --strategy S    only this strategy (repeatable)\n"
+		"  --no-daemon     run a node of our own even when the daemon runs\n"
+		"  --socket PATH   the daemon's control socket\n"
+		"The first line of stdout is the local listen address (--json: an object).\n",
+	.run = cmd_forward);
 
 enum { OPT_BIND = 0x2400, OPT_NAME, OPT_TIMEOUT, OPT_STRATEGY, OPT_NO_DAEMON, OPT_SOCKET };
 
@@ -147,7 +148,7 @@ static void print_start(const char *local, const struct spec *sp, const char *ta
 struct standalone {
 	bool verbose;
 	bool first_done;
-	bool had_pipe;          /* the first attempt got as far as a pipe */
+	bool had_pipe; /* the first attempt got as far as a pipe */
 	int first_err;
 	char first_reason[256];
 	char peer[2 * WARP_PUBKEY_LEN + 1];
@@ -167,8 +168,10 @@ static void on_event(void *user, const struct fwd_event *ev)
 		return;
 	}
 	if (ev->kind == FWD_EV_DOWN && ev->err != -ECANCELED)
-		fprintf(stderr, "warpgate forward: pipe closed (%s); the next connection opens a "
-				"new one\n", ev->reason);
+		fprintf(stderr,
+			"warpgate forward: pipe closed (%s); the next connection opens a "
+			"new one\n",
+			ev->reason);
 	else
 		wd_fwd_event_print("forward", ev, st->verbose);
 }
@@ -280,8 +283,8 @@ static int run_daemon(struct warp_ctl *ctl, struct cli_common *c, struct forward
 
 		cli_error("forward", "%s", why ? why : warp_strerror(err));
 		rc = err == -EINVAL || err == -WARP_EMALFORMED || err == -WARP_ENAME ? CLI_USAGE
-		     : err == -EADDRINUSE || err == -EACCES			    ? CLI_SYSTEM
-										    : CLI_FAIL;
+		     : err == -EADDRINUSE || err == -EACCES			     ? CLI_SYSTEM
+										     : CLI_FAIL;
 		goto out;
 	}
 	print_start(json_string_value(json_object_get(rep, "listen")) ?: "", sp, target,

@@ -273,7 +273,7 @@ struct warp_ctl *warp_ctl_open(const char *path)
 		goto fail;
 	rep = json_loads(reply, 0, NULL);
 	err = json_integer_value(json_object_get(rep, "version")) == WARP_CTL_PROTOCOL ? 0
-											 : -EPROTO;
+										       : -EPROTO;
 	json_decref(rep);
 	free(reply);
 	if (err)
@@ -334,7 +334,8 @@ int warp_ctl_status(struct warp_ctl *c, char **json)
 
 	*json = NULL;
 	if (!err) {
-		*json = json_dumps(json_object_get(rep, "status"), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		*json = json_dumps(json_object_get(rep, "status"),
+				   JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		if (!*json)
 			err = -ENOMEM;
 	}
@@ -383,9 +384,10 @@ int warp_ctl_send(struct warp_ctl *c, uint32_t pipe, const void *msg, size_t len
 	if (!b64)
 		return -ENOMEM;
 	ctl_b64_encode(b64, msg, len);
-	err = call_json(c, json_pack("{s:s, s:I, s:s}", "op", "send", "pipe", (json_int_t)pipe,
-				     "data", b64),
-			NULL, 60000);
+	err = call_json(
+		c,
+		json_pack("{s:s, s:I, s:s}", "op", "send", "pipe", (json_int_t)pipe, "data", b64),
+		NULL, 60000);
 	free(b64);
 	return err;
 }

@@ -157,7 +157,8 @@ void wd_fwd_event_print(const char *cmd, const struct fwd_event *ev, bool verbos
 		break;
 	case FWD_EV_OPEN:
 		if (verbose)
-			fprintf(stderr, "warpgate %s: %s%s:%u open\n", cmd, from, ev->host, ev->port);
+			fprintf(stderr, "warpgate %s: %s%s:%u open\n", cmd, from, ev->host,
+				ev->port);
 		break;
 	case FWD_EV_REFUSED:
 		fprintf(stderr, "warpgate %s: %s%s:%u %s: %s\n", cmd, from, ev->host, ev->port,
@@ -169,8 +170,8 @@ void wd_fwd_event_print(const char *cmd, const struct fwd_event *ev, bool verbos
 		break;
 	case FWD_EV_CLOSE:
 		if (verbose)
-			fprintf(stderr, "warpgate %s: %s%s:%u closed (%llu bytes up, %llu down)\n", cmd,
-				from, ev->host, ev->port, (unsigned long long)ev->bytes_up,
+			fprintf(stderr, "warpgate %s: %s%s:%u closed (%llu bytes up, %llu down)\n",
+				cmd, from, ev->host, ev->port, (unsigned long long)ev->bytes_up,
 				(unsigned long long)ev->bytes_down);
 		break;
 	}

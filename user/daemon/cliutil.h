@@ -17,7 +17,7 @@ struct wd_signals {
 	struct warp_loop *loop;
 	volatile bool stop;
 	unsigned int hups;
-	int last;              /* last signal number seen */
+	int last; /* last signal number seen */
 };
 
 int wd_signals_start(struct wd_signals *s, struct warp_loop *loop);

@@ -27,17 +27,17 @@
 #include "net/sock.h"
 #include "node/resolve.h"
 
-#define OUTQ_HIGH       (1u << 20) /* stop reading TCP sockets above this much queued */
-#define RETRY_MS        5          /* pipe send buffer full: try again this soon */
-#define GRANT_AT        (FWD_WINDOW / 4)
-#define PENDING_MAX     256        /* forward side: connections waiting for the pipe */
+#define OUTQ_HIGH   (1u << 20) /* stop reading TCP sockets above this much queued */
+#define RETRY_MS    5	       /* pipe send buffer full: try again this soon */
+#define GRANT_AT    (FWD_WINDOW / 4)
+#define PENDING_MAX 256 /* forward side: connections waiting for the pipe */
 
 /* ------------------------------------------------------------------ frames */
 
 static const char *const reset_names[] = {
-	[FWD_RST_REFUSED] = "not exposed",       [FWD_RST_FORBIDDEN] = "key not allowed",
-	[FWD_RST_CONNECT] = "connect failed",    [FWD_RST_ABORTED] = "connection reset",
-	[FWD_RST_PROTOCOL] = "protocol error",   [FWD_RST_LIMIT] = "too many connections",
+	[FWD_RST_REFUSED] = "not exposed",     [FWD_RST_FORBIDDEN] = "key not allowed",
+	[FWD_RST_CONNECT] = "connect failed",  [FWD_RST_ABORTED] = "connection reset",
+	[FWD_RST_PROTOCOL] = "protocol error", [FWD_RST_LIMIT] = "too many connections",
 	[FWD_RST_SHUTDOWN] = "shutting down",
 };
 
@@ -117,12 +117,13 @@ int fwd_frame_encode(const struct fwd_frame *f, uint8_t *buf, size_t cap)
 
 int fwd_frame_decode(const uint8_t *buf, size_t len, struct fwd_frame *f)
 {
-	const uint8_t *p = buf + 5;
+	const uint8_t *p;
 	size_t left;
 
 	memset(f, 0, sizeof(*f));
 	if (len < 5)
 		return -WARP_ETRUNCATED;
+	p = buf + 5;
 	f->type = buf[0];
 	f->id = warp_get_u32(buf + 1);
 	left = len - 5;
@@ -305,8 +306,8 @@ int fwd_rule_parse(const char *text, struct fwd_rule *r, char *err, size_t errle
 		e = fwd_hostport_parse(text, r->host, sizeof(r->host), &r->port);
 	}
 	if (e) {
-		snprintf(err, errlen, "'%s': expected PORT, HOST:PORT or [IPV6]:PORT (port 1-65535)",
-			 text);
+		snprintf(err, errlen,
+			 "'%s': expected PORT, HOST:PORT or [IPV6]:PORT (port 1-65535)", text);
 		return -EINVAL;
 	}
 	snprintf(ep, sizeof(ep), strchr(r->host, ':') ? "[%s]:%u" : "%s:%u", r->host, r->port);
@@ -325,22 +326,22 @@ struct fwd_sess;
 
 struct fwd_stream {
 	struct list_head link;
-	struct fwd_sess *s;      /* NULL while waiting for the forward side's pipe */
+	struct fwd_sess *s; /* NULL while waiting for the forward side's pipe */
 	struct warp_loop *loop;
 	uint32_t id;
 	int fd;
 	bool registered;
 	unsigned int events;
-	bool connecting;         /* expose side: connect() in progress */
-	bool rd_eof;             /* our TCP peer finished: CLOSE sent */
-	bool wr_eof;             /* the pipe peer finished: shut our write side once flushed */
+	bool connecting; /* expose side: connect() in progress */
+	bool rd_eof;	 /* our TCP peer finished: CLOSE sent */
+	bool wr_eof;	 /* the pipe peer finished: shut our write side once flushed */
 	bool wr_shut;
-	uint32_t credit;         /* bytes we may still send */
-	uint32_t rwin;           /* bytes the peer may still send us */
-	uint32_t consumed;       /* written to TCP since our last WINDOW */
-	uint8_t *wbuf;           /* from the pipe, waiting for the TCP socket */
+	uint32_t credit;   /* bytes we may still send */
+	uint32_t rwin;	   /* bytes the peer may still send us */
+	uint32_t consumed; /* written to TCP since our last WINDOW */
+	uint8_t *wbuf;	   /* from the pipe, waiting for the TCP socket */
 	size_t wlen, woff, wcap;
-	uint64_t up, down;       /* bytes towards HOST:PORT / back */
+	uint64_t up, down; /* bytes towards HOST:PORT / back */
 	char client[WARP_EP_STRLEN];
 	char host[FWD_HOST_MAX + 1];
 	uint16_t port;
@@ -353,13 +354,13 @@ struct outmsg {
 };
 
 struct fwd_sess {
-	struct list_head link;   /* in the exposer's list */
+	struct list_head link; /* in the exposer's list */
 	struct warp_loop *loop;
 	struct warp_pipe *pipe;
 	int sub;
 	bool server;
 	bool dead;
-	bool broken;             /* the pipe refused a frame: ends at the next timer tick */
+	bool broken; /* the pipe refused a frame: ends at the next timer tick */
 	int broken_err;
 	bool hello_rx;
 	uint8_t peer[WARP_PUBKEY_LEN];
@@ -369,7 +370,7 @@ struct fwd_sess {
 	struct list_head outq;
 	size_t outq_bytes;
 	struct warp_timer *retry;
-	struct fwd_exposer *x;   /* server */
+	struct fwd_exposer *x;	 /* server */
 	struct fwd_forwarder *f; /* client */
 	uint8_t frame[FWD_FRAME_MAX + FWD_HOST_MAX];
 };
@@ -492,7 +493,7 @@ static void sess_retry(struct warp_timer *t, void *user)
 	if (!list_empty(&s->outq))
 		warp_timer_arm_ms(s->retry, RETRY_MS);
 	if (was_high && s->outq_bytes < OUTQ_HIGH)
-		list_for_each(pos, &s->streams)
+		list_for_each (pos, &s->streams)
 			stream_interest(list_entry(pos, struct fwd_stream, link));
 }
 
@@ -534,8 +535,12 @@ static void stream_free(struct fwd_stream *st, bool abort)
 /* Ends a stream with an error, telling the pipe peer unless it told us. */
 static void stream_reset(struct fwd_stream *st, bool tell, unsigned int code, const char *reason)
 {
-	struct fwd_event ev = { .kind = FWD_EV_REFUSED, .client = st->client, .host = st->host,
-				.port = st->port, .code = code, .reason = reason };
+	struct fwd_event ev = { .kind = FWD_EV_REFUSED,
+				.client = st->client,
+				.host = st->host,
+				.port = st->port,
+				.code = code,
+				.reason = reason };
 
 	if (tell && st->s)
 		send_reset(st->s, st->id, code, reason);
@@ -545,8 +550,9 @@ static void stream_reset(struct fwd_stream *st, bool tell, unsigned int code, co
 
 static void stream_maybe_done(struct fwd_stream *st)
 {
-	struct fwd_event ev = { .kind = FWD_EV_CLOSE, .client = st->client, .host = st->host,
-				.port = st->port };
+	struct fwd_event ev = {
+		.kind = FWD_EV_CLOSE, .client = st->client, .host = st->host, .port = st->port
+	};
 
 	if (!st->rd_eof || !st->wr_shut)
 		return;
@@ -720,7 +726,7 @@ static struct fwd_stream *stream_find(struct fwd_sess *s, uint32_t id)
 {
 	struct list_head *pos;
 
-	list_for_each(pos, &s->streams) {
+	list_for_each (pos, &s->streams) {
 		struct fwd_stream *st = list_entry(pos, struct fwd_stream, link);
 
 		if (st->id == id)
@@ -823,7 +829,9 @@ static void on_open(struct fwd_sess *s, const struct fwd_frame *fr)
 		}
 	}
 	if (!rule) {
-		struct fwd_event ev = { .kind = FWD_EV_REFUSED, .host = host, .port = fr->port,
+		struct fwd_event ev = { .kind = FWD_EV_REFUSED,
+					.host = host,
+					.port = fr->port,
 					.code = exposed ? FWD_RST_FORBIDDEN : FWD_RST_REFUSED,
 					.reason = why };
 
@@ -887,7 +895,8 @@ static void on_frame(struct fwd_sess *s, const uint8_t *msg, size_t len)
 	}
 	if (!s->hello_rx) {
 		if (fr.type != FWD_HELLO) {
-			sess_kill(s, -WARP_ESTATE, "the peer does not speak the forwarding protocol", true);
+			sess_kill(s, -WARP_ESTATE,
+				  "the peer does not speak the forwarding protocol", true);
 			return;
 		}
 		s->hello_rx = true;
@@ -921,8 +930,10 @@ static void on_frame(struct fwd_sess *s, const uint8_t *msg, size_t len)
 	switch (fr.type) {
 	case FWD_OPEN_OK:
 		if (!s->server) {
-			struct fwd_event ev = { .kind = FWD_EV_OPEN, .client = st->client,
-						.host = st->host, .port = st->port };
+			struct fwd_event ev = { .kind = FWD_EV_OPEN,
+						.client = st->client,
+						.host = st->host,
+						.port = st->port };
 
 			emit(s, NULL, &ev);
 		}
@@ -1083,7 +1094,7 @@ void fwd_exposer_drop_all(struct fwd_exposer *x)
 		struct fwd_sess *s = list_entry(x->sessions.next, struct fwd_sess, link);
 		struct list_head *pos;
 
-		list_for_each(pos, &s->streams)
+		list_for_each (pos, &s->streams)
 			send_reset(s, list_entry(pos, struct fwd_stream, link)->id,
 				   FWD_RST_SHUTDOWN, "the expose side is shutting down");
 		sess_kill(s, -ECANCELED, "shutting down", false);
@@ -1177,7 +1188,7 @@ void fwd_exposer_for_each_pipe(struct fwd_exposer *x,
 {
 	struct list_head *pos;
 
-	list_for_each(pos, &x->sessions) {
+	list_for_each (pos, &x->sessions) {
 		struct fwd_sess *s = list_entry(pos, struct fwd_sess, link);
 
 		if (s->pipe)
@@ -1233,7 +1244,8 @@ static void fwd_dialed(void *user, struct warp_pipe *pipe, const struct warp_con
 
 	f->dial = NULL;
 	if (!pipe) {
-		struct fwd_event ev = { .kind = FWD_EV_DOWN, .err = res->err,
+		struct fwd_event ev = { .kind = FWD_EV_DOWN,
+					.err = res->err,
 					.reason = warp_strerror(res->err) };
 
 		fwd_reset_pending(f);
@@ -1242,7 +1254,9 @@ static void fwd_dialed(void *user, struct warp_pipe *pipe, const struct warp_con
 	}
 	f->sess = sess_new(f->loop, pipe, false);
 	if (!f->sess) {
-		struct fwd_event ev = { .kind = FWD_EV_DOWN, .err = -ENOMEM, .reason = "out of memory" };
+		struct fwd_event ev = { .kind = FWD_EV_DOWN,
+					.err = -ENOMEM,
+					.reason = "out of memory" };
 
 		warp_pipe_close(pipe);
 		warp_pipe_release(pipe);
@@ -1281,7 +1295,8 @@ static void fwd_accept(struct warp_loop *loop, int fd, unsigned int events, void
 
 		if (c < 0)
 			break;
-		if (f->npending >= PENDING_MAX || (f->sess && f->sess->nstreams >= FWD_MAX_STREAMS)) {
+		if (f->npending >= PENDING_MAX ||
+		    (f->sess && f->sess->nstreams >= FWD_MAX_STREAMS)) {
 			struct linger lg = { 1, 0 };
 
 			setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -1303,7 +1318,8 @@ static void fwd_accept(struct warp_loop *loop, int fd, unsigned int events, void
 	if (f->sess && !f->sess->dead)
 		fwd_open_pending(f);
 	else if (!list_empty(&f->pending) && fwd_forwarder_dial(f)) {
-		struct fwd_event ev = { .kind = FWD_EV_DOWN, .err = -errno,
+		struct fwd_event ev = { .kind = FWD_EV_DOWN,
+					.err = -errno,
 					.reason = warp_strerror(errno) };
 
 		fwd_reset_pending(f);
@@ -1352,7 +1368,7 @@ void fwd_forwarder_reset(struct fwd_forwarder *f, struct warp_node *node)
 		struct fwd_sess *s = f->sess;
 		struct list_head *pos;
 
-		list_for_each(pos, &s->streams)
+		list_for_each (pos, &s->streams)
 			send_reset(s, list_entry(pos, struct fwd_stream, link)->id,
 				   FWD_RST_SHUTDOWN, "the forward side is shutting down");
 		sess_kill(s, -ECANCELED, "reset", false);

@@ -39,14 +39,14 @@
 #include <warpgate/node.h>
 #include <warpgate/pipe.h>
 
-#define FWD_VERSION     1
-#define FWD_MAGIC       "WGFWD"
-#define FWD_WINDOW      (256u * 1024)  /* initial credit per stream and direction */
-#define FWD_DATA_MAX    32768          /* bytes per DATA frame */
-#define FWD_HOST_MAX    255
-#define FWD_REASON_MAX  200
-#define FWD_MAX_STREAMS 1024           /* open streams per pipe */
-#define FWD_FRAME_MAX   (5 + FWD_DATA_MAX)
+#define FWD_VERSION	1
+#define FWD_MAGIC	"WGFWD"
+#define FWD_WINDOW	(256u * 1024) /* initial credit per stream and direction */
+#define FWD_DATA_MAX	32768	      /* bytes per DATA frame */
+#define FWD_HOST_MAX	255
+#define FWD_REASON_MAX	200
+#define FWD_MAX_STREAMS 1024 /* open streams per pipe */
+#define FWD_FRAME_MAX	(5 + FWD_DATA_MAX)
 
 enum fwd_type {
 	FWD_HELLO = 0,
@@ -74,13 +74,13 @@ const char *fwd_reset_name(unsigned int code);
 struct fwd_frame {
 	uint8_t type;
 	uint32_t id;
-	uint8_t version;                 /* HELLO */
-	uint16_t port;                   /* OPEN */
-	char host[FWD_HOST_MAX + 1];     /* OPEN */
-	uint32_t credit;                 /* WINDOW */
-	uint16_t code;                   /* RESET */
+	uint8_t version;		 /* HELLO */
+	uint16_t port;			 /* OPEN */
+	char host[FWD_HOST_MAX + 1];	 /* OPEN */
+	uint32_t credit;		 /* WINDOW */
+	uint16_t code;			 /* RESET */
 	char reason[FWD_REASON_MAX + 1]; /* RESET */
-	const uint8_t *data;             /* DATA: points into the decoded buffer */
+	const uint8_t *data;		 /* DATA: points into the decoded buffer */
 	size_t len;
 };
 
@@ -96,22 +96,22 @@ bool fwd_is_hello(const uint8_t *msg, size_t len);
 
 enum fwd_ev {
 	FWD_EV_LISTENING, /* forward: listening (local) */
-	FWD_EV_UP,        /* a pipe carries streams now (peer) */
-	FWD_EV_DOWN,      /* the pipe is gone or could not be opened (err, reason) */
-	FWD_EV_OPEN,      /* a stream started (client, host, port) */
-	FWD_EV_REFUSED,   /* a stream was refused or reset (code, reason) */
-	FWD_EV_CLOSE,     /* a stream ended cleanly (bytes) */
+	FWD_EV_UP,	  /* a pipe carries streams now (peer) */
+	FWD_EV_DOWN,	  /* the pipe is gone or could not be opened (err, reason) */
+	FWD_EV_OPEN,	  /* a stream started (client, host, port) */
+	FWD_EV_REFUSED,	  /* a stream was refused or reset (code, reason) */
+	FWD_EV_CLOSE,	  /* a stream ended cleanly (bytes) */
 };
 
 struct fwd_event {
 	enum fwd_ev kind;
-	bool expose;           /* reported by the expose side */
-	const uint8_t *peer;   /* the pipe's peer key (NULL before a pipe exists) */
-	const char *client;    /* forward: the local TCP client; expose: "" */
+	bool expose;	     /* reported by the expose side */
+	const uint8_t *peer; /* the pipe's peer key (NULL before a pipe exists) */
+	const char *client;  /* forward: the local TCP client; expose: "" */
 	const char *host;
 	uint16_t port;
-	int err;               /* DOWN: a negative error */
-	unsigned int code;     /* REFUSED: enum fwd_reset_code */
+	int err;	   /* DOWN: a negative error */
+	unsigned int code; /* REFUSED: enum fwd_reset_code */
 	const char *reason;
 	uint64_t bytes_up, bytes_down; /* CLOSE: towards HOST:PORT, back from it */
 };
@@ -123,12 +123,12 @@ const char *fwd_ev_name(enum fwd_ev kind);
 /* ---- expose side ---- */
 
 struct fwd_rule {
-	char host[FWD_HOST_MAX + 1];   /* normalised: what OPEN must name ("127.0.0.1") */
+	char host[FWD_HOST_MAX + 1]; /* normalised: what OPEN must name ("127.0.0.1") */
 	uint16_t port;
-	struct sockaddr_storage addr;  /* where to connect */
-	size_t nkeys;                  /* 0: any key */
+	struct sockaddr_storage addr; /* where to connect */
+	size_t nkeys;		      /* 0: any key */
 	uint8_t (*keys)[WARP_PUBKEY_LEN];
-	void *owner;                   /* who added it (fwd_exposer_remove_owner) */
+	void *owner; /* who added it (fwd_exposer_remove_owner) */
 };
 
 /* Parses "PORT" (127.0.0.1:PORT), "HOST:PORT" or "[V6]:PORT"; host names are resolved now.
@@ -168,9 +168,9 @@ void fwd_exposer_for_each_pipe(struct fwd_exposer *x,
 
 struct fwd_forwarder_conf {
 	struct warp_node *node;
-	char target[2048];              /* name or address text (wg1....) */
-	struct sockaddr_storage bind;   /* local listen address; port 0: kernel's choice */
-	char host[FWD_HOST_MAX + 1];    /* what to reach on the expose side */
+	char target[2048];	      /* name or address text (wg1....) */
+	struct sockaddr_storage bind; /* local listen address; port 0: kernel's choice */
+	char host[FWD_HOST_MAX + 1];  /* what to reach on the expose side */
 	uint16_t port;
 	struct warp_connect_opts copts; /* progress callbacks are ignored */
 	fwd_event_cb event;

@@ -36,12 +36,12 @@
 #include "net/endpoint.h"
 #include "node/resolve.h"
 
-#define OUT_MAX        (64u << 20) /* bytes waiting for a client before we drop it */
-#define RXQ_MAX_MSGS   4096        /* messages queued per pipe until recv'd */
-#define RXQ_MAX_BYTES  (64u << 20)
-#define CLASSIFY_MS    3000        /* inbound pipe: wait this long for its first message */
-#define SEND_RETRY_MS  5
-#define MAX_CLIENTS    256
+#define OUT_MAX	      (64u << 20) /* bytes waiting for a client before we drop it */
+#define RXQ_MAX_MSGS  4096	  /* messages queued per pipe until recv'd */
+#define RXQ_MAX_BYTES (64u << 20)
+#define CLASSIFY_MS   3000 /* inbound pipe: wait this long for its first message */
+#define SEND_RETRY_MS 5
+#define MAX_CLIENTS   256
 
 struct client;
 struct dpipe;
@@ -58,13 +58,13 @@ struct waiter {
 	struct client *c;
 	json_t *id;
 	struct dpipe *p;
-	struct warp_timer *t;   /* recv deadline */
-	uint8_t *data;          /* send: the message */
+	struct warp_timer *t; /* recv deadline */
+	uint8_t *data;	      /* send: the message */
 	size_t len;
 };
 
 struct dpipe {
-	struct list_head link;  /* warpd.pipes */
+	struct list_head link; /* warpd.pipes */
 	struct warpd *d;
 	uint32_t id;
 	struct warp_pipe *pipe;
@@ -81,19 +81,19 @@ struct dpipe {
 };
 
 struct pconn {
-	struct list_head link;  /* client.conns */
+	struct list_head link; /* client.conns */
 	struct client *c;
 	json_t *id;
 	struct fwd_dial *dial;
 };
 
 struct dfwd {
-	struct list_head link;  /* warpd.forwards */
+	struct list_head link; /* warpd.forwards */
 	struct warpd *d;
 	uint32_t id;
 	struct client *owner;
 	struct fwd_forwarder *f;
-	json_t *pending;        /* the "forward" request, until the first pipe */
+	json_t *pending; /* the "forward" request, until the first pipe */
 	bool doomed;
 	char listen[WARP_EP_STRLEN];
 	char to[FWD_HOST_MAX + 16];
@@ -101,7 +101,7 @@ struct dfwd {
 };
 
 struct pending_in {
-	struct list_head link;  /* warpd.classify */
+	struct list_head link; /* warpd.classify */
 	struct warpd *d;
 	struct warp_pipe *pipe;
 	int sub;
@@ -245,8 +245,8 @@ static void reply_ok(struct client *c, json_t *id, json_t *body)
 	client_write(c, o);
 }
 
-__attribute__((format(printf, 4, 5))) static void reply_err(struct client *c, json_t *id,
-							    int err, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void reply_err(struct client *c, json_t *id, int err,
+							    const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -254,8 +254,8 @@ __attribute__((format(printf, 4, 5))) static void reply_err(struct client *c, js
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	client_write(c, json_pack("{s:O, s:b, s:s, s:s, s:i}", "id", id ? id : json_null(), "ok",
-				  0, "error", msg, "code", ctl_err_name(err), "errno", err));
+	client_write(c, json_pack("{s:O, s:b, s:s, s:s, s:i}", "id", id ? id : json_null(), "ok", 0,
+				  "error", msg, "code", ctl_err_name(err), "errno", err));
 }
 
 static void reply_err_body(struct client *c, json_t *id, int err, const char *msg, json_t *body)
@@ -299,7 +299,7 @@ static struct dpipe *dpipe_find(struct client *c, json_t *req, json_t *id)
 		reply_err(c, id, -EINVAL, "\"pipe\": expected a pipe id");
 		return NULL;
 	}
-	list_for_each(pos, &c->d->pipes) {
+	list_for_each (pos, &c->d->pipes) {
 		struct dpipe *p = list_entry(pos, struct dpipe, link);
 
 		if (p->owner == c && p->id == (uint32_t)json_integer_value(v))
@@ -333,9 +333,9 @@ static void event_message(struct dpipe *p, const uint8_t *data, size_t len)
 	char *s = b64(data, len);
 
 	if (s)
-		client_write(p->owner, json_pack("{s:s, s:I, s:s, s:I}", "event", "message", "pipe",
-						 (json_int_t)p->id, "data", s, "len",
-						 (json_int_t)len));
+		client_write(p->owner,
+			     json_pack("{s:s, s:I, s:s, s:I}", "event", "message", "pipe",
+				       (json_int_t)p->id, "data", s, "len", (json_int_t)len));
 	free(s);
 }
 
@@ -393,7 +393,8 @@ static void dp_closed(struct warp_pipe *pipe, int err, void *user)
 	while (!list_empty(&p->sends)) {
 		struct waiter *w = list_entry(p->sends.next, struct waiter, link);
 
-		reply_err(w->c, w->id, -WARP_ECLOSED, "the pipe closed before the message was sent");
+		reply_err(w->c, w->id, -WARP_ECLOSED,
+			  "the pipe closed before the message was sent");
 		waiter_free(w);
 	}
 }
@@ -455,7 +456,7 @@ static void send_retry(struct warp_timer *t, void *user)
 	struct list_head *pos;
 	bool again = false;
 
-	list_for_each(pos, &d->pipes) {
+	list_for_each (pos, &d->pipes) {
 		struct dpipe *p = list_entry(pos, struct dpipe, link);
 
 		while (!list_empty(&p->sends)) {
@@ -500,7 +501,7 @@ static void update_allow(struct warpd *d)
 			wd_keys_add(&all, hex);
 		}
 	}
-	list_for_each(pos, &d->clients) {
+	list_for_each (pos, &d->clients) {
 		struct client *c = list_entry(pos, struct client, link);
 
 		if (c->dead || !c->listening)
@@ -540,7 +541,7 @@ static void give_to_listener(struct warpd *d, struct warp_pipe *pipe, const uint
 	struct list_head *pos;
 
 	warp_pipe_info(pipe, &info);
-	list_for_each(pos, &d->clients) {
+	list_for_each (pos, &d->clients) {
 		struct client *c = list_entry(pos, struct client, link);
 		struct dpipe *p;
 
@@ -566,7 +567,7 @@ static bool have_listeners(struct warpd *d)
 {
 	struct list_head *pos;
 
-	list_for_each(pos, &d->clients)
+	list_for_each (pos, &d->clients)
 		if (list_entry(pos, struct client, link)->listening)
 			return true;
 	return false;
@@ -657,9 +658,10 @@ static json_t *fwd_event_json(const struct fwd_event *ev, long long fwd_id)
 	if (ev->peer)
 		fwd_key_hex(ev->peer, hex);
 	return json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:I, s:I}",
-			 "event", "forward", "forward", fwd_id >= 0 ? json_integer(fwd_id) : json_null(),
-			 "side", ev->expose ? "expose" : "forward", "kind", fwd_ev_name(ev->kind),
-			 "peer", hex, "client", ev->client ? ev->client : "", "host",
+			 "event", "forward", "forward",
+			 fwd_id >= 0 ? json_integer(fwd_id) : json_null(), "side",
+			 ev->expose ? "expose" : "forward", "kind", fwd_ev_name(ev->kind), "peer",
+			 hex, "client", ev->client ? ev->client : "", "host",
 			 ev->host ? ev->host : "", "port", ev->port, "code", (int)ev->code, "errno",
 			 ev->err, "reason", ev->reason ? ev->reason : "", "bytes_up",
 			 (json_int_t)ev->bytes_up, "bytes_down", (json_int_t)ev->bytes_down);
@@ -673,7 +675,7 @@ static void expose_event(void *user, const struct fwd_event *ev)
 	bool all = !ev->port || (ev->kind == FWD_EV_REFUSED && ev->code == FWD_RST_REFUSED);
 	struct list_head *pos;
 
-	list_for_each(pos, &d->clients) {
+	list_for_each (pos, &d->clients) {
 		struct client *c = list_entry(pos, struct client, link);
 		bool match = false;
 
@@ -807,7 +809,7 @@ static json_t *pipes_json(struct warpd *d, struct client *only)
 	json_t *a = json_array();
 	struct list_head *pos;
 
-	list_for_each(pos, &d->pipes) {
+	list_for_each (pos, &d->pipes) {
 		struct dpipe *p = list_entry(pos, struct dpipe, link);
 
 		if (!only || p->owner == only)
@@ -815,7 +817,7 @@ static json_t *pipes_json(struct warpd *d, struct client *only)
 	}
 	if (only)
 		return a;
-	list_for_each(pos, &d->forwards) {
+	list_for_each (pos, &d->forwards) {
 		struct dfwd *f = list_entry(pos, struct dfwd, link);
 		struct warp_pipe *p = fwd_forwarder_pipe(f->f);
 
@@ -828,23 +830,25 @@ static json_t *pipes_json(struct warpd *d, struct client *only)
 
 static json_t *status_doc(struct warpd *d)
 {
-	struct wd_daemon_info info = { .pid = getpid(), .socket = d->sock,
+	struct wd_daemon_info info = { .pid = getpid(),
+				       .socket = d->sock,
 				       .uptime_ms = warp_time_ms() - d->started_ms,
-				       .clients = d->nclients, .reloads = d->reloads,
+				       .clients = d->nclients,
+				       .reloads = d->reloads,
 				       .restarts = d->restarts,
 				       .config = d->o.config_path };
 	json_t *fw = json_array(), *ex = json_array();
 	char hex[2 * WARP_PUBKEY_LEN + 1];
 	struct list_head *pos;
 
-	list_for_each(pos, &d->forwards) {
+	list_for_each (pos, &d->forwards) {
 		struct dfwd *f = list_entry(pos, struct dfwd, link);
 
 		json_array_append_new(fw, json_pack("{s:I, s:s, s:s, s:s, s:I, s:b}", "id",
 						    (json_int_t)f->id, "listen", f->listen, "to",
 						    f->to, "target", f->target, "connections",
-						    (json_int_t)fwd_forwarder_nstreams(f->f), "pipe_open",
-						    fwd_forwarder_pipe(f->f) != NULL));
+						    (json_int_t)fwd_forwarder_nstreams(f->f),
+						    "pipe_open", fwd_forwarder_pipe(f->f) != NULL));
 	}
 	for (size_t i = 0; i < fwd_exposer_nrules(d->x); i++) {
 		const struct fwd_rule *r = fwd_exposer_rule(d->x, i);
@@ -902,7 +906,8 @@ static void connect_done(void *user, struct warp_pipe *pipe, const struct warp_c
 		char msg[256];
 
 		snprintf(msg, sizeof(msg), "no pipe to the peer: %s", warp_strerror(res->err));
-		reply_err_body(c, pc->id, res->err, msg, json_pack("{s:o}", "result", rj ? rj : json_null()));
+		reply_err_body(c, pc->id, res->err, msg,
+			       json_pack("{s:o}", "result", rj ? rj : json_null()));
 	} else if (!(p = dpipe_new(c->d, c, pipe))) {
 		warp_pipe_close(pipe);
 		warp_pipe_release(pipe);
@@ -1137,9 +1142,10 @@ static int parse_keys(json_t *a, struct wd_keys *k)
 		return 0;
 	if (!json_is_array(a))
 		return -EINVAL;
-	json_array_foreach(a, i, e)
+	json_array_foreach(a, i, e) {
 		if (!json_is_string(e) || wd_keys_add(k, json_string_value(e)))
 			return -EINVAL;
+	}
 	return 0;
 }
 
@@ -1185,7 +1191,8 @@ static void op_expose(struct client *c, json_t *req, json_t *id)
 	json_array_foreach(rules, i, e) {
 		if (!json_is_string(e) ||
 		    fwd_rule_parse(json_string_value(e), &parsed[i], err, sizeof(err))) {
-			reply_err(c, id, -EINVAL, "%s", json_is_string(e) ? err : "rules: expected strings");
+			reply_err(c, id, -EINVAL, "%s",
+				  json_is_string(e) ? err : "rules: expected strings");
 			goto out;
 		}
 		parsed[i].keys = k.keys;
@@ -1201,8 +1208,9 @@ static void op_expose(struct client *c, json_t *req, json_t *id)
 	warp_node_address(node_of(c->d), &a);
 	warp_addr_to_text(&a, text, sizeof(text));
 	fwd_key_hex(a.pubkey, hex);
-	reply_ok(c, id, json_pack("{s:s, s:s, s:I}", "address", text, "public_key", hex, "rules",
-				  (json_int_t)n));
+	reply_ok(c, id,
+		 json_pack("{s:s, s:s, s:I}", "address", text, "public_key", hex, "rules",
+			   (json_int_t)n));
 out:
 	free(parsed);
 	wd_keys_free(&k);
@@ -1285,7 +1293,7 @@ static void op_unforward(struct client *c, json_t *req, json_t *id)
 	json_t *v = json_object_get(req, "forward");
 	struct list_head *pos;
 
-	list_for_each(pos, &c->d->forwards) {
+	list_for_each (pos, &c->d->forwards) {
 		struct dfwd *f = list_entry(pos, struct dfwd, link);
 
 		if (f->owner == c && json_is_integer(v) && f->id == json_integer_value(v) &&
@@ -1355,13 +1363,12 @@ static const struct {
 	const char *name;
 	void (*fn)(struct client *c, json_t *req, json_t *id);
 } ops[] = {
-	{ "hello", op_hello },       { "status", op_status },   { "addr", op_addr },
-	{ "connect", op_connect },   { "send", op_send },       { "recv", op_recv },
-	{ "subscribe", op_subscribe }, { "close", op_close },   { "shutdown", op_shutdown },
-	{ "pipes", op_pipes },
-	{ "listen", op_listen },     { "expose", op_expose },   { "unexpose", op_unexpose },
-	{ "forward", op_forward },   { "unforward", op_unforward }, { "name_get", op_name_get },
-	{ "name_put", op_name_put }, { "reload", op_reload },
+	{ "hello", op_hello },	       { "status", op_status },	    { "addr", op_addr },
+	{ "connect", op_connect },     { "send", op_send },	    { "recv", op_recv },
+	{ "subscribe", op_subscribe }, { "close", op_close },	    { "shutdown", op_shutdown },
+	{ "pipes", op_pipes },	       { "listen", op_listen },	    { "expose", op_expose },
+	{ "unexpose", op_unexpose },   { "forward", op_forward },   { "unforward", op_unforward },
+	{ "name_get", op_name_get },   { "name_put", op_name_put }, { "reload", op_reload },
 };
 
 static void handle_line(struct client *c, const char *line, size_t len)
@@ -1404,14 +1411,14 @@ static void client_free(struct client *c)
 	struct list_head *pos, *tmp;
 	bool had_rules = false;
 
-	list_for_each_safe(pos, tmp, &d->pipes) {
+	list_for_each_safe (pos, tmp, &d->pipes) {
 		struct dpipe *p = list_entry(pos, struct dpipe, link);
 
 		if (p->owner == c)
 			dpipe_free(p);
 	}
 	/* Waiters of this client on other clients' pipes cannot exist: pipes are per client. */
-	list_for_each_safe(pos, tmp, &c->conns) {
+	list_for_each_safe (pos, tmp, &c->conns) {
 		struct pconn *pc = list_entry(pos, struct pconn, link);
 
 		fwd_dial_cancel(pc->dial);
@@ -1419,7 +1426,7 @@ static void client_free(struct client *c)
 		json_decref(pc->id);
 		free(pc);
 	}
-	list_for_each_safe(pos, tmp, &d->forwards) {
+	list_for_each_safe (pos, tmp, &d->forwards) {
 		struct dfwd *f = list_entry(pos, struct dfwd, link);
 
 		if (f->owner == c && !f->doomed)
@@ -1523,15 +1530,17 @@ static void on_accept_client(struct warp_loop *loop, int fd, unsigned int events
 		/* Same user or root only: the socket mode is the first fence, this the second. */
 		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 ||
 		    (cred.uid != geteuid() && cred.uid != 0) || d->nclients >= MAX_CLIENTS) {
-			const char *msg = d->nclients >= MAX_CLIENTS
-						  ? "{\"event\":\"error\",\"error\":\"too many "
-						    "clients\",\"errno\":-11}\n"
-						  : "{\"event\":\"error\",\"error\":\"permission denied: "
-						    "not the daemon's user\",\"errno\":-13}\n";
+			const char *msg =
+				d->nclients >= MAX_CLIENTS
+					? "{\"event\":\"error\",\"error\":\"too many "
+					  "clients\",\"errno\":-11}\n"
+					: "{\"event\":\"error\",\"error\":\"permission denied: "
+					  "not the daemon's user\",\"errno\":-13}\n";
 
 			if (send(cfd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 				pr_debug("refused client: %s", strerror(errno));
-			pr_warn("refused control client uid %d pid %d", (int)cred.uid, (int)cred.pid);
+			pr_warn("refused control client uid %d pid %d", (int)cred.uid,
+				(int)cred.pid);
 			close(cfd);
 			continue;
 		}
@@ -1577,15 +1586,15 @@ static void node_detach(struct warpd *d)
 {
 	struct list_head *pos, *tmp, *cpos, *ctmp;
 
-	list_for_each_safe(pos, tmp, &d->classify)
+	list_for_each_safe (pos, tmp, &d->classify)
 		pending_in_free(list_entry(pos, struct pending_in, link), true);
 	fwd_exposer_drop_all(d->x);
-	list_for_each(pos, &d->forwards)
+	list_for_each (pos, &d->forwards)
 		fwd_forwarder_reset(list_entry(pos, struct dfwd, link)->f, NULL);
-	list_for_each(cpos, &d->clients) {
+	list_for_each (cpos, &d->clients) {
 		struct client *c = list_entry(cpos, struct client, link);
 
-		list_for_each_safe(pos, ctmp, &c->conns) {
+		list_for_each_safe (pos, ctmp, &c->conns) {
 			struct pconn *pc = list_entry(pos, struct pconn, link);
 
 			fwd_dial_cancel(pc->dial);
@@ -1596,7 +1605,7 @@ static void node_detach(struct warpd *d)
 		}
 	}
 	/* Client pipes end with the node (their owners get "closed" events). */
-	list_for_each(pos, &d->pipes) {
+	list_for_each (pos, &d->pipes) {
 		struct dpipe *p = list_entry(pos, struct dpipe, link);
 
 		warp_pipe_close(p->pipe);
@@ -1633,8 +1642,10 @@ static int daemon_reload(struct warpd *d, char *why, size_t len)
 	d->gate = NULL;
 	err = node_open(d, &nc);
 	if (err) {
-		snprintf(why, len, "the new configuration does not start a node (%s); "
-			 "kept the old one", warp_strerror(err));
+		snprintf(why, len,
+			 "the new configuration does not start a node (%s); "
+			 "kept the old one",
+			 warp_strerror(err));
 		pr_err("reload: %s", why);
 		if (node_open(d, &old)) {
 			pr_err("reload: cannot restart the old node either: exiting");
@@ -1644,7 +1655,7 @@ static int daemon_reload(struct warpd *d, char *why, size_t len)
 		}
 	}
 	d->restarts++;
-	list_for_each(pos, &d->forwards)
+	list_for_each (pos, &d->forwards)
 		fwd_forwarder_reset(list_entry(pos, struct dfwd, link)->f, node_of(d));
 	return err;
 }
@@ -1814,7 +1825,7 @@ void warpd_free(struct warpd *d)
 	}
 	if (d->loop)
 		wd_loop_drain(d->loop);
-	list_for_each_safe(pos, tmp, &d->forwards)
+	list_for_each_safe (pos, tmp, &d->forwards)
 		if (!list_entry(pos, struct dfwd, link)->doomed)
 			dfwd_free(list_entry(pos, struct dfwd, link));
 	wd_signals_stop(&d->sig);

@@ -22,11 +22,11 @@ typedef int (*warpd_reload_fn)(void *user, struct warp_conf *conf);
 
 struct warpd_opts {
 	struct warp_conf conf;
-	char socket[PATH_MAX];      /* "" = <home>/control.sock */
+	char socket[PATH_MAX];	    /* "" = <home>/control.sock */
 	char config_path[PATH_MAX]; /* shown in status ("" = none) */
 	warpd_reload_fn reload;
 	void *reload_user;
-	bool ready_line;            /* print "ready SOCKET ADDRESS" on stdout once serving */
+	bool ready_line; /* print "ready SOCKET ADDRESS" on stdout once serving */
 };
 
 struct warpd;

@@ -51,9 +51,9 @@ static json_t *interfaces_json(const struct warp_conf *conf)
 		json_array_append_new(
 			a, json_pack("{s:s, s:i, s:b, s:b, s:i, s:o, s:b, s:b}", "name", f->name,
 				     "index", f->index, "up", (f->flags & IFF_UP) != 0, "loopback",
-				     (f->flags & IFF_LOOPBACK) != 0, "mtu", (int)f->mtu, "addresses",
-				     addrs, "default_route", f->has_gw4 || f->has_gw6, "used",
-				     iface_used(conf, f)));
+				     (f->flags & IFF_LOOPBACK) != 0, "mtu", (int)f->mtu,
+				     "addresses", addrs, "default_route", f->has_gw4 || f->has_gw6,
+				     "used", iface_used(conf, f)));
 	}
 	warp_iface_list_free(&l);
 	return a;
@@ -64,7 +64,8 @@ static json_t *servers_json(const char (*list)[WARP_CONF_EP_LEN], size_t n, cons
 	json_t *a = json_array();
 
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, json_pack("{s:s, s:s}", "server", list[i], "state", state));
+		json_array_append_new(a,
+				      json_pack("{s:s, s:s}", "server", list[i], "state", state));
 	return a;
 }
 
@@ -82,8 +83,8 @@ json_t *wd_pipe_json(struct warp_pipe *pipe, long long id, const char *owner)
 		warp_ep_str((struct sockaddr *)&in.remote, r, sizeof(r));
 	return json_pack("{s:o, s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f, "
 			 "s:f, s:I, s:I, s:I}",
-			 "id", id >= 0 ? json_integer(id) : json_null(), "owner", owner, "peer", hex,
-			 "open", in.open, "strategy", in.strategy, "path",
+			 "id", id >= 0 ? json_integer(id) : json_null(), "owner", owner, "peer",
+			 hex, "open", in.open, "strategy", in.strategy, "path",
 			 warp_path_class_name(in.path), "transport", in.transport, "local", l,
 			 "remote", r, "bytes_sent", (json_int_t)in.bytes_sent, "bytes_received",
 			 (json_int_t)in.bytes_received, "msgs_sent", (json_int_t)in.msgs_sent,
@@ -111,11 +112,11 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 	if (d)
 		json_object_set_new(root, "daemon",
 				    json_pack("{s:b, s:i, s:s, s:I, s:I, s:i, s:i, s:s}", "running",
-					      1, "pid", (int)d->pid, "socket", d->socket, "uptime_s",
-					      (json_int_t)(d->uptime_ms / 1000), "clients",
-					      (json_int_t)d->clients, "reloads", (int)d->reloads,
-					      "node_restarts", (int)d->restarts, "config",
-					      d->config ? d->config : ""));
+					      1, "pid", (int)d->pid, "socket", d->socket,
+					      "uptime_s", (json_int_t)(d->uptime_ms / 1000),
+					      "clients", (json_int_t)d->clients, "reloads",
+					      (int)d->reloads, "node_restarts", (int)d->restarts,
+					      "config", d->config ? d->config : ""));
 	else
 		json_object_set_new(root, "daemon", json_pack("{s:b}", "running", 0));
 	json_object_set_new(root, "identity",
@@ -139,26 +140,28 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 				    json_string(test ? "off (test mode)"
 						: conf->flags & WARP_CONF_NO_STUN
 							? "off (disabled by configuration)"
-						: !conf->nstun ? "unknown (no STUN server configured)"
-							       : "not measured yet"));
+						: !conf->nstun
+							? "unknown (no STUN server configured)"
+							: "not measured yet"));
 	v = json_object_get(netjs, "clock");
-	json_object_set(root, "clock", v ? v : json_pack("{s:b, s:s}", "synced", 0, "source",
-							  "system"));
-	json_object_set_new(root, "port_mappings",
-			    json_string(test ? "off (test mode)"
-					: conf->flags & WARP_CONF_NO_UPNP
-						? "off (disabled by configuration)"
-						: "none (UPnP/NAT-PMP not integrated into the node)"));
+	json_object_set(root, "clock",
+			v ? v : json_pack("{s:b, s:s}", "synced", 0, "source", "system"));
+	json_object_set_new(
+		root, "port_mappings",
+		json_string(test ? "off (test mode)"
+			    : conf->flags & WARP_CONF_NO_UPNP
+				    ? "off (disabled by configuration)"
+				    : "none (UPnP/NAT-PMP not integrated into the node)"));
 	v = json_object_get(netjs, "brokers_ready");
 	ready = json_is_integer(v) ? (size_t)json_integer_value(v) : 0;
-	json_object_set_new(
-		root, "brokers",
-		servers_json(conf->mqtt, conf->nmqtt,
-			     conf->flags & WARP_CONF_NO_MQTT ? "off (disabled by configuration)"
-			     : !v			     ? "not connected"
-			     : ready >= conf->nmqtt	     ? "connected"
-			     : ready			     ? "some of the brokers connected"
-							     : "not connected"));
+	json_object_set_new(root, "brokers",
+			    servers_json(conf->mqtt, conf->nmqtt,
+					 conf->flags & WARP_CONF_NO_MQTT
+						 ? "off (disabled by configuration)"
+					 : !v			? "not connected"
+					 : ready >= conf->nmqtt ? "connected"
+					 : ready		? "some of the brokers connected"
+								: "not connected"));
 	json_object_set_new(root, "stun",
 			    servers_json(conf->stun, conf->nstun,
 					 conf->flags & WARP_CONF_NO_STUN
@@ -170,9 +173,11 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 		json_array_append_new(
 			names,
 			json_pack("{s:s, s:s, s:s}", "name", name, "tld", conf->tld, "state",
-				  conf->flags & WARP_CONF_NO_NAMES ? "off (disabled by configuration)"
-				  : !conf->nnames ? "not published (no nickname server configured)"
-						  : "not published (nickname client not integrated)"));
+				  conf->flags & WARP_CONF_NO_NAMES
+					  ? "off (disabled by configuration)"
+				  : !conf->nnames
+					  ? "not published (no nickname server configured)"
+					  : "not published (nickname client not integrated)"));
 	json_object_set_new(root, "names", names);
 	/* "bpf: active (xdp: eth0)" -> "active (xdp: eth0)" */
 	bpf = warp_node_bpf_status(node);
@@ -229,8 +234,9 @@ static void print_servers(FILE *out, const char *label, json_t *a)
 	}
 	if (!json_array_size(a))
 		fprintf(out, "%-12s none configured\n", label);
-	json_array_foreach(a, i, e)
+	json_array_foreach(a, i, e) {
 		fprintf(out, "%-12s %s: %s\n", i ? "" : label, str(e, "server"), str(e, "state"));
+	}
 }
 
 void wd_status_print(FILE *out, json_t *st, bool verbose)
@@ -250,8 +256,10 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 	else
 		fprintf(out, "%-12s not running (this status comes from a short-lived node)\n",
 			"daemon");
-	fprintf(out, "%-12s port %lld%s\n", "node", json_integer_value(json_object_get(node, "port")),
-		json_is_true(json_object_get(node, "test_mode")) ? ", test mode (loopback only)" : "");
+	fprintf(out, "%-12s port %lld%s\n", "node",
+		json_integer_value(json_object_get(node, "port")),
+		json_is_true(json_object_get(node, "test_mode")) ? ", test mode (loopback only)"
+								 : "");
 	fprintf(out, "%-12s %s\n", "address", str(node, "address"));
 	a = json_object_get(st, "interfaces");
 	json_array_foreach(a, i, e) {
@@ -263,19 +271,21 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 		fprintf(out, "%-12s %s%s%s", "interface", str(e, "name"),
 			json_is_true(json_object_get(e, "default_route")) ? " (default route)" : "",
 			json_is_true(json_object_get(e, "used")) ? "" : " (unused)");
-		json_array_foreach(addrs, j, x)
+		json_array_foreach(addrs, j, x) {
 			fprintf(out, " %s", json_string_value(x));
+		}
 		fputc('\n', out);
 	}
 	a = json_object_get(st, "nat");
 	if (json_is_array(a))
-		json_array_foreach(a, i, e)
+		json_array_foreach(a, i, e) {
 			fprintf(out, "%-12s IPv%lld %s (mapping %s, filtering %s), reflexive %s\n",
 				i ? "" : "nat", json_integer_value(json_object_get(e, "family")),
 				str(e, "type")[0] ? str(e, "type") : "not classified",
 				str(e, "mapping")[0] ? str(e, "mapping") : "?",
 				str(e, "filtering")[0] ? str(e, "filtering") : "?",
 				str(e, "reflexive")[0] ? str(e, "reflexive") : "unknown");
+		}
 	else
 		print_field(out, "nat", a);
 	e = json_object_get(st, "clock");
@@ -294,9 +304,10 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 	if (json_is_array(a) && !json_array_size(a))
 		fprintf(out, "%-12s none (ephemeral identity)\n", "names");
 	else if (json_is_array(a))
-		json_array_foreach(a, i, e)
+		json_array_foreach(a, i, e) {
 			fprintf(out, "%-12s %s.%s: %s\n", i ? "" : "names", str(e, "name"),
 				str(e, "tld"), str(e, "state"));
+		}
 	else
 		print_field(out, "names", a);
 	print_field(out, "bpf", json_object_get(st, "bpf"));
@@ -308,7 +319,8 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 
 		if (json_is_integer(pid))
 			snprintf(ids, sizeof(ids), "#%lld", json_integer_value(pid));
-		fprintf(out, "  %-5s %.16s.. %-7s %-6s %-3s %s rtt %.2f ms, %lld B out, %lld B in%s\n",
+		fprintf(out,
+			"  %-5s %.16s.. %-7s %-6s %-3s %s rtt %.2f ms, %lld B out, %lld B in%s\n",
 			ids, str(e, "peer"), str(e, "owner"), str(e, "path"), str(e, "transport"),
 			str(e, "remote"), json_real_value(json_object_get(e, "srtt_ms")),
 			json_integer_value(json_object_get(e, "bytes_sent")),
@@ -316,13 +328,16 @@ void wd_status_print(FILE *out, json_t *st, bool verbose)
 			json_is_true(json_object_get(e, "open")) ? "" : " (closed)");
 	}
 	a = json_object_get(st, "forwards");
-	json_array_foreach(a, i, e)
+	json_array_foreach(a, i, e) {
 		fprintf(out, "%-12s %s -> %s at %.24s.. (%lld connections)\n", i ? "" : "forwards",
 			str(e, "listen"), str(e, "to"), str(e, "target"),
 			json_integer_value(json_object_get(e, "connections")));
+	}
 	a = json_object_get(st, "exposes");
-	json_array_foreach(a, i, e)
+	json_array_foreach(a, i, e) {
 		fprintf(out, "%-12s %s:%lld to %s\n", i ? "" : "exposes", str(e, "host"),
 			json_integer_value(json_object_get(e, "port")),
-			json_is_array(json_object_get(e, "allow")) ? "the allowed keys" : "any peer");
+			json_is_array(json_object_get(e, "allow")) ? "the allowed keys"
+								   : "any peer");
+	}
 }

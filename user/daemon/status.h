@@ -25,15 +25,16 @@ struct wd_daemon_info {
 	const char *socket;
 	uint64_t uptime_ms;
 	size_t clients;
-	unsigned int reloads;     /* SIGHUP / "reload" requests that took effect */
-	unsigned int restarts;    /* of those, the ones that restarted the node */
-	const char *config;     /* "" when none */
+	unsigned int reloads;  /* SIGHUP / "reload" requests that took effect */
+	unsigned int restarts; /* of those, the ones that restarted the node */
+	const char *config;    /* "" when none */
 };
 
 /* name: the identity name (NULL: ephemeral).  daemon NULL: no daemon.  pipes, forwards and
  * exposes are stolen (NULL: empty arrays). */
-json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd_daemon_info *daemon,
-		       json_t *pipes, json_t *forwards, json_t *exposes);
+json_t *wd_status_json(struct warp_node *node, const char *name,
+		       const struct wd_daemon_info *daemon, json_t *pipes, json_t *forwards,
+		       json_t *exposes);
 /* One pipe: id < 0 means none (forward and expose pipes have no control id). */
 json_t *wd_pipe_json(struct warp_pipe *pipe, long long id, const char *owner);
 /* The human-readable form. */
