@@ -165,6 +165,8 @@ static void on_event(void *user, const struct fwd_event *ev)
 		st->had_pipe = ev->peer != NULL;
 		if (ev->peer)
 			fwd_key_hex(ev->peer, st->peer);
+		if (ev->kind == FWD_EV_UP)
+			wd_fwd_event_print("forward", ev, st->verbose);
 		return;
 	}
 	if (ev->kind == FWD_EV_DOWN && ev->err != -ECANCELED)

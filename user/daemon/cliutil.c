@@ -142,7 +142,9 @@ void wd_fwd_event_print(const char *cmd, const struct fwd_event *ev, bool verbos
 		break;
 	case FWD_EV_UP:
 		if (verbose)
-			fprintf(stderr, "warpgate %s: pipe up with %s\n", cmd, key);
+			fprintf(stderr, "warpgate %s: pipe up with %s%s%s%s\n", cmd, key,
+				ev->via && ev->via[0] ? " (" : "", ev->via ? ev->via : "",
+				ev->via && ev->via[0] ? ")" : "");
 		break;
 	case FWD_EV_DOWN:
 		/* Our own shutdown, or a peer that finished: news only when asked for. */
@@ -211,6 +213,7 @@ void wd_fwd_event_print_json(const char *cmd, const char *json, bool verbose)
 		ev.reason = jstr(o, "reason");
 		ev.bytes_up = (uint64_t)json_integer_value(json_object_get(o, "bytes_up"));
 		ev.bytes_down = (uint64_t)json_integer_value(json_object_get(o, "bytes_down"));
+		ev.via = jstr(o, "via");
 		wd_fwd_event_print(cmd, &ev, verbose);
 	}
 	json_decref(o);

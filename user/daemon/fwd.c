@@ -415,8 +415,21 @@ static void emit(struct fwd_sess *s, struct fwd_forwarder *f, struct fwd_event *
 		cb = s->x->cb;
 		user = s->x->user;
 	}
+	char via[128];
+
 	if (s && !ev->peer)
 		ev->peer = s->peer;
+	if (ev->kind == FWD_EV_UP && s && s->pipe) {
+		struct warp_pipe_info in;
+		char ep[WARP_EP_STRLEN] = "";
+
+		warp_pipe_info(s->pipe, &in);
+		if (in.remote.ss_family)
+			warp_ep_str((struct sockaddr *)&in.remote, ep, sizeof(ep));
+		snprintf(via, sizeof(via), "%s, %s, %s %s", in.strategy,
+			 warp_path_class_name(in.path), in.transport, ep);
+		ev->via = via;
+	}
 	ev->expose = s ? s->server : false;
 	if (!ev->client)
 		ev->client = "";
@@ -1371,7 +1384,7 @@ void fwd_forwarder_reset(struct fwd_forwarder *f, struct warp_node *node)
 		list_for_each (pos, &s->streams)
 			send_reset(s, list_entry(pos, struct fwd_stream, link)->id,
 				   FWD_RST_SHUTDOWN, "the forward side is shutting down");
-		sess_kill(s, -ECANCELED, "reset", false);
+		sess_kill(s, -ECANCELED, "stopped", false);
 	}
 	if (node)
 		f->c.node = node;

@@ -114,6 +114,7 @@ struct fwd_event {
 	unsigned int code; /* REFUSED: enum fwd_reset_code */
 	const char *reason;
 	uint64_t bytes_up, bytes_down; /* CLOSE: towards HOST:PORT, back from it */
+	const char *via;       /* UP: "strategy, path class, transport remote" */
 };
 
 typedef void (*fwd_event_cb)(void *user, const struct fwd_event *ev);

@@ -657,14 +657,15 @@ static json_t *fwd_event_json(const struct fwd_event *ev, long long fwd_id)
 
 	if (ev->peer)
 		fwd_key_hex(ev->peer, hex);
-	return json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:I, s:I}",
+	return json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:I, s:I, s:s}",
 			 "event", "forward", "forward",
 			 fwd_id >= 0 ? json_integer(fwd_id) : json_null(), "side",
 			 ev->expose ? "expose" : "forward", "kind", fwd_ev_name(ev->kind), "peer",
 			 hex, "client", ev->client ? ev->client : "", "host",
 			 ev->host ? ev->host : "", "port", ev->port, "code", (int)ev->code, "errno",
 			 ev->err, "reason", ev->reason ? ev->reason : "", "bytes_up",
-			 (json_int_t)ev->bytes_up, "bytes_down", (json_int_t)ev->bytes_down);
+			 (json_int_t)ev->bytes_up, "bytes_down", (json_int_t)ev->bytes_down, "via",
+			 ev->via ? ev->via : "");
 }
 
 static void expose_event(void *user, const struct fwd_event *ev)
