@@ -44,7 +44,7 @@ get() {
 	local hp=${1%%/*} path=/${1#*/} raw=$2.raw hdr
 	exec 9<>"/dev/tcp/${hp%:*}/${hp#*:}" || return 1
 	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&9
-	timeout 30 cat <&9 >"$raw"
+	timeout 30 cat <&9 >"$raw" 2>/dev/null
 	exec 9<&-
 	head -n 1 "$raw" | grep -q '^HTTP/1\.[01] 200' || return 1
 	hdr=$(sed '/^\r$/q' "$raw" | wc -c)
@@ -241,6 +241,35 @@ check "daemon B status lists the forward and its pipe" \
 	grep -q "\"listen\": \"$dep\"" <<<"$st" && grep -q '"owner": "forward"' <<<"$st"
 st=$(WARPGATE_HOME=$da "$W" status --json)
 check "daemon A status lists the exposed port" grep -q "\"port\": $hport" <<<"$st"
+# Per-port keys: a second client exposes another port to carol only.  bob (allowed by the
+# first rule) gets through the handshake, but not to carol's port.
+carol=$("$W" id --name carol 2>/dev/null)
+port2=$(free_port)
+busybox httpd -f -p "127.0.0.1:$port2" -h "$tmp/www" &
+pids+=($!)
+WARPGATE_HOME=$da "$W" expose "$port2" --allow "$carol" >"$tmp/dex2.out" 2>"$tmp/dex2.err" &
+de2pid=$!
+pids+=($de2pid)
+first_line "$tmp/dex2.out" $de2pid >/dev/null
+"$W" forward --test-mode --name bob "$daddr" "0:127.0.0.1:$port2" >"$tmp/pb.out" 2>"$tmp/pb.err" &
+pbpid=$!
+pids+=($pbpid)
+pbep=$(first_line "$tmp/pb.out" $pbpid)
+check "daemon: a key allowed on one port opens a pipe" [ -n "$pbep" ]
+get "$pbep/index.html" "$tmp/pb.html"
+check "daemon: ... but carol's port refuses it" [ ! -s "$tmp/pb.html" ]
+sleep 0.2
+check "daemon: ... saying the port is not exposed to this key" \
+	grep -q "is not exposed to this key" "$tmp/pb.err"
+"$W" forward --test-mode --name carol "$daddr" "0:127.0.0.1:$port2" >"$tmp/pc.out" 2>/dev/null &
+pcpid=$!
+pids+=($pcpid)
+pcep=$(first_line "$tmp/pc.out" $pcpid)
+get "$pcep/index.html" "$tmp/pc.html"
+check "daemon: carol reaches her port" cmp -s "$tmp/pc.html" "$tmp/www/index.html"
+kill $pbpid $pcpid $de2pid
+wait $pbpid $pcpid $de2pid 2>/dev/null
+
 kill $dfpid
 wait $dfpid 2>/dev/null
 sleep 0.3
