@@ -7,6 +7,8 @@ PKGS=(
 	make gcc clang llvm pkg-config libbpf-dev bpftool linux-libc-dev
 	libmnl-dev libsodium-dev libssl-dev libmosquitto-dev libminiupnpc-dev libnatpmp-dev
 	libjansson-dev libcmocka-dev libsqlite3-dev libnetfilter-queue-dev
+	# optional speed-up of secp256k1 signatures, loaded at run time
+	libsecp256k1-1
 	# tools the tests and the NAT lab drive
 	iproute2 nftables bc procps psmisc kmod
 	coturn mosquitto mosquitto-clients miniupnpd miniupnpc natpmpc chrony stun-client

@@ -276,6 +276,39 @@ static void test_close_seen_by_both(void **state)
 	pair_down(&p);
 }
 
+static void test_half_close(void **state)
+{
+	struct pair p;
+	struct warp_pipe *pipe;
+	char buf[16];
+
+	pair_up(&p, 0, 0, 0);
+	pipe = connect_ab(&p, NULL);
+	/* Like a socket after shutdown(SHUT_WR): the listener keeps its side open after the
+	 * connector's end of pipe, and its replies still reach the connector. */
+	warp_pipe_set_half_close(p.in, true);
+	warp_pipe_send(pipe, "req", 3);
+	assert_int_equal(warp_pipe_close(pipe), 0);
+	assert_int_equal(warp_pipe_recv(p.in, WARP_SUB_ALL, buf, sizeof(buf), 2000), 3);
+	assert_int_equal(warp_pipe_recv(p.in, WARP_SUB_ALL, buf, sizeof(buf), 2000),
+			 -WARP_ECLOSED);
+	assert_true(warp_pipe_is_open(p.in));
+	assert_int_equal(warp_pipe_send(p.in, "resp1", 5), 0);
+	assert_int_equal(warp_pipe_send(p.in, "resp2", 5), 0);
+	assert_int_equal(warp_pipe_recv(pipe, WARP_SUB_ALL, buf, sizeof(buf), 2000), 5);
+	assert_memory_equal(buf, "resp1", 5);
+	assert_int_equal(warp_pipe_recv(pipe, WARP_SUB_ALL, buf, sizeof(buf), 2000), 5);
+	assert_memory_equal(buf, "resp2", 5);
+	/* Now the listener ends its side: both ends are done. */
+	assert_int_equal(warp_pipe_close_wait(p.in, 3000), 0);
+	assert_int_equal(warp_pipe_recv(pipe, WARP_SUB_ALL, buf, sizeof(buf), 2000),
+			 -WARP_ECLOSED);
+	assert_int_equal(warp_pipe_close_wait(pipe, 3000), 0);
+	assert_false(warp_pipe_is_open(pipe));
+	warp_pipe_release(pipe);
+	pair_down(&p);
+}
+
 static void test_idle_timeout(void **state)
 {
 	struct pair p;
@@ -415,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_datagrams),
 		cmocka_unit_test(test_subscriptions),
 		cmocka_unit_test(test_close_seen_by_both),
+		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_wrong_identity),

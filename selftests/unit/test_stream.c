@@ -23,11 +23,11 @@
 #include "core/bytes.h"
 #include "pipe/stream.h"
 
-#define MS	 1000000ull
-#define SEC	 1000000000ull
-#define NIL	 UINT64_MAX
-#define PAYLOAD	 1150
-#define MAXPKT	 65536
+#define MS	1000000ull
+#define SEC	1000000000ull
+#define NIL	UINT64_MAX
+#define PAYLOAD 1150
+#define MAXPKT	65536
 
 /* ------------------------------------------------------------------ PRNG */
 
@@ -65,9 +65,9 @@ struct pkt {
 };
 
 struct link {
-	double loss, dup, reorder;   /* probabilities */
-	uint64_t delay, jitter;      /* one-way delay; reordered packets get up to jitter more */
-	uint64_t rate;               /* bytes per second, 0 = infinite */
+	double loss, dup, reorder; /* probabilities */
+	uint64_t delay, jitter;	   /* one-way delay; reordered packets get up to jitter more */
+	uint64_t rate;		   /* bytes per second, 0 = infinite */
 };
 
 struct sim;
@@ -81,6 +81,7 @@ struct ep {
 	size_t *rel_sizes, *dg_sizes; /* what this end sends */
 	size_t rel_max, dg_max;
 	bool close_after_send, close_called;
+	bool close_on_eos; /* what a pipe does unless half-closing */
 	uint32_t eagain, writable;
 	/* receiver side */
 	uint32_t rel_rx, dg_rx, dg_rx_dup, bad;
@@ -209,12 +210,14 @@ static void on_message(void *user, const uint8_t *data, size_t len, unsigned int
 	struct ep *e = user;
 	struct ep *peer = &e->sim->ep[!e->id];
 
-	if (e->eos)
-		e->bad++; /* nothing may follow the end of stream */
+	/* No reliable message may follow the end of stream (datagrams are unordered and may). */
+	if (e->eos && flags == WARP_MSG_RELIABLE)
+		e->bad++;
 	if (flags == WARP_MSG_RELIABLE) {
 		uint32_t i = e->rel_rx++;
 
-		if (i >= peer->rel_sent || len != peer->rel_sizes[i] || !check(data, len, peer->id, i))
+		if (i >= peer->rel_sent || len != peer->rel_sizes[i] ||
+		    !check(data, len, peer->id, i))
 			e->bad++;
 	} else if (flags == WARP_MSG_DATAGRAM) {
 		uint32_t id;
@@ -257,6 +260,10 @@ static void on_eos(void *user)
 		e->bad++;
 	e->eos = true;
 	e->rel_at_eos = e->rel_rx;
+	if (e->close_on_eos && !e->close_called) {
+		assert_int_equal(warp_stream_close(e->s, true), 0);
+		e->close_called = true;
+	}
 }
 
 static void on_closed(void *user, int err)
@@ -271,17 +278,16 @@ static void on_closed(void *user, int err)
 /* The test application: queue as much as the engine takes. */
 static void app_pump(struct ep *e)
 {
-	uint8_t *buf = malloc(1u << 20);
+	static uint8_t buf[1u << 20];
 	bool rel_blocked = false, dg_blocked = false;
 	int rc;
 
-	assert_non_null(buf);
 	/* alternate the two kinds; a kind whose buffer is full sits out the rest of the call */
 	while (e->s && ((!rel_blocked && e->rel_sent < e->rel_total) ||
 			(!dg_blocked && e->dg_sent < e->dg_total))) {
-		bool rel = !rel_blocked && e->rel_sent < e->rel_total &&
-			   (dg_blocked || e->dg_sent >= e->dg_total ||
-			    (e->rel_sent + e->dg_sent) % 2);
+		bool rel =
+			!rel_blocked && e->rel_sent < e->rel_total &&
+			(dg_blocked || e->dg_sent >= e->dg_total || (e->rel_sent + e->dg_sent) % 2);
 
 		if (rel) {
 			size_t len = e->rel_sizes[e->rel_sent];
@@ -293,6 +299,8 @@ static void app_pump(struct ep *e)
 				rel_blocked = true;
 				continue;
 			}
+			if (rc == -EPIPE && e->close_called)
+				break; /* we closed on the peer's end of stream */
 			assert_int_equal(rc, 0);
 			e->rel_sent++;
 		} else {
@@ -306,6 +314,8 @@ static void app_pump(struct ep *e)
 				dg_blocked = true;
 				continue;
 			}
+			if (rc == -EPIPE && e->close_called)
+				break;
 			assert_int_equal(rc, 0);
 			e->dg_sent++;
 		}
@@ -315,7 +325,6 @@ static void app_pump(struct ep *e)
 		assert_int_equal(warp_stream_close(e->s, true), 0);
 		e->close_called = true;
 	}
-	free(buf);
 }
 
 static void sim_flush(struct sim *sm, int i)
@@ -324,8 +333,8 @@ static void sim_flush(struct sim *sm, int i)
 	bool ack_only;
 	int n;
 
-	while (sm->ep[i].s && (n = warp_stream_poll(sm->ep[i].s, buf, sizeof(buf), sm->now,
-						    &ack_only)) > 0) {
+	while (sm->ep[i].s &&
+	       (n = warp_stream_poll(sm->ep[i].s, buf, sizeof(buf), sm->now, &ack_only)) > 0) {
 		assert_true((size_t)n <= sm->payload_max);
 		link_send(sm, i, buf, (size_t)n);
 	}
@@ -390,7 +399,8 @@ static bool sim_run(struct sim *sm, sim_done_fn done, uint64_t limit)
 			struct pkt *p = heap_pop(sm);
 
 			if (sm->ep[p->dst].s) {
-				int rc = warp_stream_input(sm->ep[p->dst].s, p->data, p->len, sm->now);
+				int rc = warp_stream_input(sm->ep[p->dst].s, p->data, p->len,
+							   sm->now);
 
 				assert_int_equal(rc, 0);
 			}
@@ -544,8 +554,11 @@ static void run_lossy(double loss, double dup, double reorder, uint32_t n, uint6
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++) {
-		sm.link[i] = (struct link){ .loss = loss, .dup = dup, .reorder = reorder,
-					    .delay = 15 * MS, .jitter = 10 * MS,
+		sm.link[i] = (struct link){ .loss = loss,
+					    .dup = dup,
+					    .reorder = reorder,
+					    .delay = 15 * MS,
+					    .jitter = 10 * MS,
 					    .rate = 20u << 20 };
 	}
 	ep_plan(&sm, 0, n, 65536, 0, 8);
@@ -561,8 +574,8 @@ static void run_lossy(double loss, double dup, double reorder, uint32_t n, uint6
 		      " frags, %" PRIu64 " retx, %" PRIu64 " RTOs, %" PRIu64
 		      " dups seen, srtt %" PRIu64 " us, cwnd %" PRIu64 ", %.1f s simulated\n",
 		      loss * 100, dup * 100, reorder * 100, n, n / 4, a.frags_sent,
-		      a.frags_retransmitted, a.rto_count, b.spurious_dups_received, a.srtt_us, a.cwnd,
-		      (double)(sm.now - SEC) / SEC);
+		      a.frags_retransmitted, a.rto_count, b.spurious_dups_received, a.srtt_us,
+		      a.cwnd, (double)(sm.now - SEC) / SEC);
 	if (loss > 0)
 		assert_true(a.frags_retransmitted > 0);
 	sim_free(&sm);
@@ -670,8 +683,8 @@ static void paced_app(struct sim *sm)
 	uint64_t t = sm->now < phase_end ? sm->now : phase_end;
 
 	sm->ep[0].rel_total = phase_base + (uint32_t)((t - phase_start) / (20 * MS));
-	sm->app_wakeup = sm->now < phase_end ? sm->now + 20 * MS - (sm->now - phase_start) % (20 * MS)
-					     : 0;
+	sm->app_wakeup =
+		sm->now < phase_end ? sm->now + 20 * MS - (sm->now - phase_start) % (20 * MS) : 0;
 }
 
 static bool phase_over(struct sim *sm)
@@ -760,8 +773,9 @@ static void test_receive_window(void **state)
 	c.rcvbuf = 48 << 10;
 	sim_init(&sm, &c, 12);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = 0.1, .reorder = 0.3, .delay = 20 * MS,
-					    .jitter = 15 * MS };
+		sm.link[i] = (struct link){
+			.loss = 0.1, .reorder = 0.3, .delay = 20 * MS, .jitter = 15 * MS
+		};
 	ep_plan(&sm, 0, 1500, 32 << 10, 0, 8);
 	assert_true(sim_run(&sm, all_reliable_delivered, 3600 * SEC));
 	assert_int_equal(sm.ep[1].bad, 0);
@@ -788,8 +802,11 @@ static void test_datagrams_lossy(void **state)
 
 	sim_init(&sm, &c, 21);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = 0.15, .dup = 0.2, .reorder = 0.3,
-					    .delay = 10 * MS, .jitter = 30 * MS };
+		sm.link[i] = (struct link){ .loss = 0.15,
+					    .dup = 0.2,
+					    .reorder = 0.3,
+					    .delay = 10 * MS,
+					    .jitter = 30 * MS };
 	/* datagrams of 5 B..8 KiB mixed with reliable messages on the same pipe */
 	ep_plan(&sm, 0, 500, 20000, n, 8192);
 	assert_true(sim_run(&sm, all_dg_sent_and_quiet, 3600 * SEC));
@@ -892,12 +909,25 @@ static void run_close(double loss, uint64_t seed)
 
 	sim_init(&sm, &c, seed);
 	for (int i = 0; i < 2; i++)
-		sm.link[i] = (struct link){ .loss = loss, .reorder = 0.2, .dup = loss / 2,
-					    .delay = 10 * MS, .jitter = 5 * MS };
+		sm.link[i] = (struct link){ .loss = loss,
+					    .reorder = 0.2,
+					    .dup = loss / 2,
+					    .delay = 10 * MS,
+					    .jitter = 5 * MS };
 	ep_plan(&sm, 0, 300, 30000, 0, 8);
 	ep_plan(&sm, 1, 200, 30000, 0, 8);
 	sm.ep[0].close_after_send = true;
+	sm.ep[1].close_on_eos = true;
 	assert_true(sim_run(&sm, both_closed, 3600 * SEC));
+	for (int i = 0; getenv("DBG") && i < 2; i++) {
+		struct warp_stream_stats st;
+
+		warp_stream_stats(sm.ep[i].s, &st);
+		print_message("# ep%d err %d state %d rto_count %llu rto %llu srtt %llu now %.3f\n",
+			      i, sm.ep[i].close_err, st.state, (unsigned long long)st.rto_count,
+			      (unsigned long long)st.rto_us, (unsigned long long)st.srtt_us,
+			      (double)sm.now / SEC);
+	}
 	for (int i = 0; i < 2; i++) {
 		struct ep *e = &sm.ep[i];
 
@@ -908,8 +938,7 @@ static void run_close(double loss, uint64_t seed)
 		/* the end of stream comes after every message */
 		assert_int_equal(e->rel_at_eos, sm.ep[!i].rel_total);
 		assert_int_equal(e->rel_rx, sm.ep[!i].rel_total);
-		assert_int_equal(warp_stream_send(e->s, "x", 1, WARP_MSG_RELIABLE, sm.now),
-				 i == 0 ? -EPIPE : -WARP_ECLOSED);
+		assert_int_equal(warp_stream_send(e->s, "x", 1, WARP_MSG_RELIABLE, sm.now), -EPIPE);
 	}
 	/* both linger, then are done */
 	assert_true(sim_run(&sm, both_done, 120 * SEC));
@@ -924,7 +953,80 @@ static void test_close_graceful(void **state)
 
 static void test_close_graceful_lossy(void **state)
 {
-	run_close(0.2, 32);
+	/* STREAM_CLOSE_SEEDS=n sweeps more seeds */
+	const char *env = getenv("STREAM_CLOSE_SEEDS");
+	int n = env ? atoi(env) : 6;
+
+	for (int i = 0; i < n; i++)
+		run_close(i % 2 ? 0.2 : 0.1, 32 + (uint64_t)i);
+}
+
+/* A RESET that arrives while lingering after a graceful close changes nothing visible. */
+static void test_reset_after_close(void **state)
+{
+	struct warp_stream_conf c = udp_conf();
+	struct sim sm;
+	static const uint8_t reset[] = { 0x05, 0, 0 };
+
+	sim_init(&sm, &c, 36);
+	ep_plan(&sm, 0, 5, 500, 0, 8);
+	sm.ep[0].close_after_send = true;
+	sm.ep[1].close_on_eos = true;
+	assert_true(sim_run(&sm, both_closed, 60 * SEC));
+	assert_int_equal(warp_stream_state(sm.ep[1].s), WARP_STREAM_CLOSED);
+	assert_int_equal(warp_stream_input(sm.ep[1].s, reset, sizeof(reset), sm.now), 0);
+	warp_stream_on_timer(sm.ep[1].s, sm.now);
+	assert_int_equal(sm.ep[1].closed_calls, 1);
+	assert_int_equal(sm.ep[1].close_err, 0);
+	assert_int_equal(warp_stream_state(sm.ep[1].s), WARP_STREAM_DONE);
+	sim_free(&sm);
+}
+
+/* Half-close: after the peer's end of stream we go on sending, then close; the peer, closed
+ * already, still receives everything. */
+static void start_after_eos(struct sim *sm)
+{
+	struct ep *e = &sm->ep[1];
+
+	if (e->eos && !e->rel_total) {
+		e->rel_total = 300;
+		e->close_after_send = true;
+	}
+}
+
+static void test_half_close(void **state)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		struct warp_stream_conf c =
+			mode ? (struct warp_stream_conf){ .mode = WARP_STREAM_TCP,
+							  .payload_max = 4096 }
+			     : udp_conf();
+		struct sim sm;
+
+		sim_init(&sm, &c, 37);
+		if (!mode)
+			for (int i = 0; i < 2; i++)
+				sm.link[i] = (struct link){ .loss = 0.1,
+							    .reorder = 0.2,
+							    .delay = 10 * MS,
+							    .jitter = 5 * MS };
+		ep_plan(&sm, 0, 100, 20000, 0, 8);
+		ep_plan(&sm, 1, 300, 20000, 0, 8);
+		sm.ep[1].rel_total = 0;
+		sm.ep[0].close_after_send = true;
+		sm.on_step = start_after_eos;
+		assert_true(sim_run(&sm, both_closed, 3600 * SEC));
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(sm.ep[i].bad, 0);
+			assert_int_equal(sm.ep[i].close_err, 0);
+			assert_true(sm.ep[i].eos);
+		}
+		assert_int_equal(sm.ep[1].rel_at_eos, 100);
+		/* all 300 were sent after ep0 had closed */
+		assert_int_equal(sm.ep[0].rel_rx, 300);
+		assert_int_equal(sm.ep[0].rel_at_eos, 300);
+		sim_free(&sm);
+	}
 }
 
 static void test_close_abort(void **state)
@@ -995,6 +1097,76 @@ static void test_retransmit_limit(void **state)
 	sim_free(&sm);
 }
 
+/* Random paths and traffic, both directions, ending with a graceful close. */
+static void test_random_sweep(void **state)
+{
+	const char *env = getenv("STREAM_SWEEP");
+	int n = env ? atoi(env) : 4;
+	int from = getenv("STREAM_SWEEP_FROM") ? atoi(getenv("STREAM_SWEEP_FROM")) : 0;
+
+	for (int k = from; k < n; k++) {
+		struct warp_stream_conf c = udp_conf();
+		struct sim sm;
+		uint64_t r = 1000 + (uint64_t)k;
+		int closer;
+
+		c.payload_max = 200 + rng_next(&r) % 1300;
+		c.max_message = 70000;
+		c.rcvbuf = c.max_message + rng_next(&r) % (512u << 10);
+		c.sndbuf = c.max_message + 64 + rng_next(&r) % (512u << 10);
+		sim_init(&sm, &c, r);
+		for (int i = 0; i < 2; i++)
+			sm.link[i] =
+				(struct link){ .loss = rng_unit(&r) * 0.3,
+					       .dup = rng_unit(&r) * 0.2,
+					       .reorder = rng_unit(&r) * 0.5,
+					       .delay = (1 + rng_next(&r) % 100) * MS,
+					       .jitter = (1 + rng_next(&r) % 30) * MS,
+					       .rate = rng_next(&r) % 2 ? 0
+									: (1u << 20) << (r % 5) };
+		ep_plan(&sm, 0, 150 + (uint32_t)(rng_next(&r) % 200), 65536, 100, 3000);
+		ep_plan(&sm, 1, (uint32_t)(rng_next(&r) % 150), 20000, 50, 1000);
+		/* one side closes when done; the other closes on the end of stream or, half-closing,
+		 * when it is done too */
+		closer = (int)(rng_next(&r) % 2);
+		sm.ep[closer].close_after_send = true;
+		if (rng_next(&r) % 2)
+			sm.ep[!closer].close_on_eos = true;
+		else
+			sm.ep[!closer].close_after_send = true;
+		if (!sim_run(&sm, both_closed, 7200 * SEC))
+			fail_msg("sweep %d: did not close", k);
+		if (getenv("DBG") && (sm.ep[0].close_err || sm.ep[1].close_err)) {
+			for (int i = 0; i < 2; i++) {
+				struct warp_stream_stats st;
+
+				warp_stream_stats(sm.ep[i].s, &st);
+				print_message(
+					"# sweep %d ep%d: err %d loss %.2f dup %.2f reo %.2f "
+					"delay %llu jitter %llu rate %llu payload %zu rcvbuf %zu "
+					"rtos %llu srtt %llu now %.1f\n",
+					k, i, sm.ep[i].close_err, sm.link[i].loss, sm.link[i].dup,
+					sm.link[i].reorder,
+					(unsigned long long)(sm.link[i].delay / MS),
+					(unsigned long long)(sm.link[i].jitter / MS),
+					(unsigned long long)sm.link[i].rate, c.payload_max,
+					c.rcvbuf, (unsigned long long)st.rto_count,
+					(unsigned long long)st.srtt_us, (double)sm.now / SEC);
+			}
+		}
+		for (int i = 0; i < 2; i++) {
+			/* everything accepted by send() arrives before the end of stream */
+			assert_int_equal(sm.ep[i].bad, 0);
+			assert_int_equal(sm.ep[i].close_err, 0);
+			assert_int_equal(sm.ep[i].rel_rx, sm.ep[!i].rel_sent);
+			assert_int_equal(sm.ep[i].rel_at_eos, sm.ep[!i].rel_sent);
+			assert_int_equal(sm.ep[i].dg_rx_dup, 0);
+			assert_true(sm.max_rcv_buffered[i] <= c.rcvbuf);
+		}
+		sim_free(&sm);
+	}
+}
+
 /* ------------------------------------------------------------------ TCP mode */
 
 /* TCP link: payloads are length-prefixed into a byte stream and cut at random points, then
@@ -1048,8 +1220,10 @@ static void test_tcp_mode(void **state)
 		}
 		/* move a random number of bytes of each direction, cut anywhere */
 		for (int i = 0; i < 2; i++) {
-			size_t take = wire[i].len ? 1 + rng_next(&rng) % (wire[i].len < 40000 ?
-									 wire[i].len : 40000) : 0;
+			size_t take = wire[i].len ? 1 + rng_next(&rng) % (wire[i].len < 40000
+										  ? wire[i].len
+										  : 40000)
+						  : 0;
 			struct tcp_pipe *r = &rx[!i];
 
 			if (!take)
@@ -1072,9 +1246,9 @@ static void test_tcp_mode(void **state)
 				plen = warp_get_u16(r->buf);
 				if (r->len < plen + 2)
 					break;
-				assert_int_equal(warp_stream_input(sm.ep[!i].s, r->buf + 2, plen,
-								   sm.now),
-						 0);
+				assert_int_equal(
+					warp_stream_input(sm.ep[!i].s, r->buf + 2, plen, sm.now),
+					0);
 				memmove(r->buf, r->buf + plen + 2, r->len - plen - 2);
 				r->len -= plen + 2;
 			}
@@ -1109,6 +1283,7 @@ static void test_tcp_close(void **state)
 	ep_plan(&sm, 0, 100, 20000, 0, 8);
 	ep_plan(&sm, 1, 30, 20000, 0, 8);
 	sm.ep[1].close_after_send = true;
+	sm.ep[0].close_on_eos = true;
 	assert_true(sim_run(&sm, both_done, 60 * SEC));
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(sm.ep[i].bad, 0);
@@ -1147,36 +1322,66 @@ static void test_malformed(void **state)
 		{ "truncated TS", { 0x01, 0, 0 }, 3, -WARP_ETRUNCATED },
 		{ "two TS", { 0x01, 0, 0, 0, 1, 0x01, 0, 0, 0, 2 }, 10, -WARP_EDUPLICATE },
 		{ "truncated ACK", { 0x02, 0, 0, 0, 0, 0, 0 }, 7, -WARP_ETRUNCATED },
-		{ "ACK beyond sent", { 0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 16,
+		{ "ACK beyond sent",
+		  { 0x02, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		  16,
 		  -WARP_ERANGE },
-		{ "ACK too many blocks", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33 }, 16,
+		{ "ACK too many blocks",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33 },
+		  16,
 		  -WARP_ERANGE },
-		{ "ACK block at cum", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-					0, 0, 0, 0, 0, 0, 0, 1 }, 24, -WARP_ERANGE },
-		{ "ACK empty block", { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-				       0, 0, 0, 1, 0, 0, 0, 1 }, 24, -WARP_ERANGE },
+		{ "ACK block at cum",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1 },
+		  24,
+		  -WARP_ERANGE },
+		{ "ACK empty block",
+		  { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1 },
+		  24,
+		  -WARP_ERANGE },
 		{ "REL bad flags", { 0x03, 0x08, 0, 0, 0, 0, 0, 0 }, 8, -WARP_EMALFORMED },
 		{ "REL FIN with data", { 0x03, 0x04, 0, 0, 0, 0, 0, 1, 'x' }, 9, -WARP_EMALFORMED },
-		{ "REL FIN+FIRST", { 0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 12,
+		{ "REL FIN+FIRST",
+		  { 0x03, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		  12,
 		  -WARP_EMALFORMED },
-		{ "REL truncated data", { 0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a' }, 13,
+		{ "REL truncated data",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 5, 0, 0, 0, 5, 'a' },
+		  13,
 		  -WARP_ETRUNCATED },
-		{ "REL total > max", { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0 }, 12,
+		{ "REL total > max",
+		  { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0x7f, 0, 0, 0 },
+		  12,
 		  -WARP_ERANGE },
-		{ "REL len > total", { 0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b' }, 14,
+		{ "REL len > total",
+		  { 0x03, 0x01, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 'a', 'b' },
+		  14,
 		  -WARP_EMALFORMED },
-		{ "REL single len != total", { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a' }, 13,
+		{ "REL single len != total",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'a' },
+		  13,
 		  -WARP_EMALFORMED },
 		{ "DGRAM count 0", { 0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 11, -WARP_EMALFORMED },
-		{ "DGRAM idx >= count", { 0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0 }, 11,
+		{ "DGRAM idx >= count",
+		  { 0x04, 0, 0, 0, 1, 0, 2, 0, 2, 0, 0 },
+		  11,
 		  -WARP_EMALFORMED },
-		{ "DGRAM truncated", { 0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1 }, 12,
+		{ "DGRAM truncated",
+		  { 0x04, 0, 0, 0, 1, 0, 0, 0, 1, 0, 9, 1 },
+		  12,
 		  -WARP_ETRUNCATED },
+		{ "DGRAM count too big",
+		  { 0x04, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 0 },
+		  11,
+		  -WARP_ERANGE },
 		{ "RESET truncated", { 0x05, 0 }, 2, -WARP_ETRUNCATED },
 		/* valid data followed by garbage: nothing of it may be applied */
-		{ "valid REL then junk", { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f }, 14,
+		{ "valid REL then junk",
+		  { 0x03, 0x03, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a', 0x0f },
+		  14,
 		  -WARP_EMALFORMED },
-		{ "valid DGRAM then junk", { 0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03 }, 13,
+		{ "valid DGRAM then junk",
+		  { 0x04, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'z', 0x03 },
+		  13,
 		  -WARP_ETRUNCATED },
 		{ "RESET then junk", { 0x05, 0, 0, 0xee }, 4, -WARP_EMALFORMED },
 	};
@@ -1225,14 +1430,16 @@ static void test_malformed_tcp(void **state)
 		uint8_t p[32];
 		size_t len;
 	} cases[] = {
-		{ { 0x01, 0, 0, 0, 1 }, 5 },                              /* TS */
+		{ { 0x01, 0, 0, 0, 1 }, 5 },				       /* TS */
 		{ { 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 16 }, /* ACK */
-		{ { 0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 12 },     /* seq 1, expected 0 */
-		{ { 0x03, 0x02, 0, 0, 0, 0, 0, 0 }, 8 },                  /* continuation first */
-		{ { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,             /* first ... */
-		    0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 24 },     /* ... then first again */
-		{ { 0x03, 0x04, 0, 0, 0, 0, 0, 0,                         /* FIN ... */
-		    0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 20 },     /* ... then data */
+		{ { 0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 12 }, /* seq 1, expected 0 */
+		{ { 0x03, 0x02, 0, 0, 0, 0, 0, 0 }, 8 },	      /* continuation first */
+		{ { 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,	      /* first ... */
+		    0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+		  24 },				  /* ... then first again */
+		{ { 0x03, 0x04, 0, 0, 0, 0, 0, 0, /* FIN ... */
+		    0x03, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+		  20 }, /* ... then data */
 	};
 
 	sim_init(&sm, &c, 52);
@@ -1345,8 +1552,11 @@ int main(void)
 		cmocka_unit_test(test_close_graceful),
 		cmocka_unit_test(test_close_graceful_lossy),
 		cmocka_unit_test(test_close_abort),
+		cmocka_unit_test(test_reset_after_close),
+		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_retransmit_limit),
+		cmocka_unit_test(test_random_sweep),
 		cmocka_unit_test(test_tcp_mode),
 		cmocka_unit_test(test_tcp_close),
 		cmocka_unit_test(test_malformed),

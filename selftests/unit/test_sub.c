@@ -102,10 +102,12 @@ static void test_all_and_fanout(void **state)
 static void test_prefix_and_regex(void **state)
 {
 	struct warp_subs *subs = warp_subs_new();
-	struct warp_sub_spec pre = { .match = WARP_SUB_MATCH_PREFIX, .prefix = "GET ",
+	struct warp_sub_spec pre = { .match = WARP_SUB_MATCH_PREFIX,
+				     .prefix = "GET ",
 				     .prefix_len = 4 };
 	struct warp_sub_spec re = { .match = WARP_SUB_MATCH_REGEX, .regex = "^ping [0-9]+$" };
-	struct warp_sub_spec icase = { .match = WARP_SUB_MATCH_REGEX, .regex = "hello",
+	struct warp_sub_spec icase = { .match = WARP_SUB_MATCH_REGEX,
+				       .regex = "hello",
 				       .regex_cflags = REG_ICASE };
 	struct warp_sub_spec bin = { .match = WARP_SUB_MATCH_REGEX, .regex = "tail$" };
 	struct warp_sub_spec bad = { .match = WARP_SUB_MATCH_REGEX, .regex = "([unclosed" };
@@ -159,8 +161,9 @@ static void test_source(void **state)
 	struct warp_sub_spec s_exact = { .source = SA(exact) };
 	struct warp_sub_spec s_six = { .source = SA(six) };
 	struct warp_sub_spec s_bad = { .source = SA(unix_sa) };
-	struct warp_sub_spec s_both = { .match = WARP_SUB_MATCH_PREFIX, .prefix = "x",
-					.prefix_len = 1, .source = SA(exact) };
+	struct warp_sub_spec s_both = {
+		.match = WARP_SUB_MATCH_PREFIX, .prefix = "x", .prefix_len = 1, .source = SA(exact)
+	};
 	int h, e, s6, both;
 
 	h = warp_sub_add(subs, &s_host);
@@ -169,13 +172,13 @@ static void test_source(void **state)
 	both = warp_sub_add(subs, &s_both);
 	assert_int_equal(warp_sub_add(subs, &s_bad), -EAFNOSUPPORT);
 
-	assert_int_equal(dispatch_str(subs, "a", &from1), 2);   /* host + exact */
-	assert_int_equal(dispatch_str(subs, "b", &from2), 1);   /* host: any port */
-	assert_int_equal(dispatch_str(subs, "c", &from3), 0);   /* other host */
-	assert_int_equal(dispatch_str(subs, "d", &mapped), 2);  /* v4-mapped is v4 */
+	assert_int_equal(dispatch_str(subs, "a", &from1), 2);  /* host + exact */
+	assert_int_equal(dispatch_str(subs, "b", &from2), 1);  /* host: any port */
+	assert_int_equal(dispatch_str(subs, "c", &from3), 0);  /* other host */
+	assert_int_equal(dispatch_str(subs, "d", &mapped), 2); /* v4-mapped is v4 */
 	assert_int_equal(dispatch_str(subs, "e", &from6), 1);
-	assert_int_equal(dispatch_str(subs, "f", NULL), 0);     /* unknown source */
-	assert_int_equal(dispatch_str(subs, "xy", &from1), 3);  /* prefix and source */
+	assert_int_equal(dispatch_str(subs, "f", NULL), 0);    /* unknown source */
+	assert_int_equal(dispatch_str(subs, "xy", &from1), 3); /* prefix and source */
 	assert_int_equal(dispatch_str(subs, "xy", &from2), 1);
 
 	assert_int_equal(pop_expect(subs, h, "a"), 0);
@@ -258,8 +261,11 @@ static void test_callbacks(void **state)
 {
 	struct warp_subs *subs = warp_subs_new();
 	struct cb_log log = { .subs = subs };
-	struct warp_sub_spec spec = { .match = WARP_SUB_MATCH_PREFIX, .prefix = "cb",
-				      .prefix_len = 2, .cb = cb, .user = &log };
+	struct warp_sub_spec spec = { .match = WARP_SUB_MATCH_PREFIX,
+				      .prefix = "cb",
+				      .prefix_len = 2,
+				      .cb = cb,
+				      .user = &log };
 	struct warp_sub_msg *m;
 	int c, q, q2;
 
@@ -314,9 +320,9 @@ static void test_unknown_and_close(void **state)
 	assert_int_equal(warp_sub_is_closed(subs, 42), -ENOENT);
 	assert_int_equal(warp_sub_remove(subs, 42), -ENOENT);
 	assert_int_equal(warp_sub_add(subs, NULL), -EINVAL);
-	assert_int_equal(warp_sub_add(subs, &(struct warp_sub_spec){
-						    .match = WARP_SUB_MATCH_REGEX }),
-			 -EINVAL);
+	assert_int_equal(
+		warp_sub_add(subs, &(struct warp_sub_spec){ .match = WARP_SUB_MATCH_REGEX }),
+		-EINVAL);
 
 	q = warp_sub_add(subs, WARP_SUB_ALL);
 	r = warp_sub_add(subs, WARP_SUB_ALL);
@@ -365,7 +371,9 @@ static void relay_cb(void *user, int id, const struct warp_sub_msg *m)
 
 static void test_nested_dispatch(void **state)
 {
-	struct warp_sub_spec r = { .match = WARP_SUB_MATCH_REGEX, .regex = "^...$", .cb = relay_cb };
+	struct warp_sub_spec r = { .match = WARP_SUB_MATCH_REGEX,
+				   .regex = "^...$",
+				   .cb = relay_cb };
 	int q1, q2;
 
 	relay_subs = warp_subs_new();
@@ -383,12 +391,9 @@ static void test_nested_dispatch(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_all_and_fanout),
-		cmocka_unit_test(test_prefix_and_regex),
-		cmocka_unit_test(test_source),
-		cmocka_unit_test(test_queue_bound),
-		cmocka_unit_test(test_callbacks),
-		cmocka_unit_test(test_unknown_and_close),
+		cmocka_unit_test(test_all_and_fanout),	cmocka_unit_test(test_prefix_and_regex),
+		cmocka_unit_test(test_source),		cmocka_unit_test(test_queue_bound),
+		cmocka_unit_test(test_callbacks),	cmocka_unit_test(test_unknown_and_close),
 		cmocka_unit_test(test_nested_dispatch),
 	};
 

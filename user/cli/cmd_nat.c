@@ -48,6 +48,35 @@ static void print_family(const struct warp_nat_report *r)
 	       r->duration_ms);
 }
 
+static bool portmap_done(void *user)
+{
+	struct sockaddr_storage ext;
+	const char *m;
+	bool d4, d6;
+
+	node_portmap(user, false, &d4, &ext, &m);
+	node_portmap(user, true, &d6, &ext, &m);
+	return d4 && d6;
+}
+
+static json_t *portmap_json(struct warp_node *node)
+{
+	json_t *arr = json_array();
+	struct sockaddr_storage ext;
+	const char *method;
+	char ep[WARP_EP_STRLEN];
+	bool done;
+
+	for (int tcp = 0; tcp < 2; tcp++)
+		if (node_portmap(node, tcp, &done, &ext, &method))
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "proto",
+							     tcp ? "tcp" : "udp", "method", method,
+							     "external",
+							     warp_ep_str((struct sockaddr *)&ext, ep,
+									 sizeof(ep))));
+	return arr;
+}
+
 static int cmd_nat(int argc, char **argv)
 {
 	struct cli_common c;
@@ -73,8 +102,9 @@ static int cmd_nat(int argc, char **argv)
 				 "file's \"stun\" key)");
 		return CLI_CONFIG;
 	}
-	/* Only what the classification needs: no brokers, no port mappings, no BPF. */
-	c.conf.flags |= WARP_CONF_NO_MQTT | WARP_CONF_NO_UPNP | WARP_CONF_NO_BPF | WARP_CONF_NO_NAMES;
+	/* What the classification needs (and port mapping, unless --no-upnp): no brokers, no
+	 * names, no BPF. */
+	c.conf.flags |= WARP_CONF_NO_MQTT | WARP_CONF_NO_BPF | WARP_CONF_NO_NAMES;
 	c.conf.nmqtt = 0;
 	if (!c.json)
 		fprintf(stderr, "probing %zu STUN server(s)...\n", c.conf.nstun);
@@ -87,7 +117,8 @@ static int cmd_nat(int argc, char **argv)
 	err = warp_node_wait_ready(node, 15000);
 	if (err)
 		cli_error("nat", "classification incomplete: %s", warp_strerror(err));
-	/* A cached report made us ready early: wait for the fresh measurement too. */
+	if (!(c.conf.flags & WARP_CONF_NO_UPNP))
+		warp_loop_run_until(warp_node_loop(node), portmap_done, node, 4000);
 	r4 = node_nat_report(node, AF_INET);
 	r6 = node_nat_report(node, AF_INET6);
 	if (c.json) {
@@ -104,7 +135,7 @@ static int cmd_nat(int argc, char **argv)
 						      "uncertainty_ms", (double)unc / 1e6));
 		else
 			json_object_set_new(root, "clock", json_null());
-		json_object_set_new(root, "portmap", json_null());
+		json_object_set_new(root, "portmap", portmap_json(node));
 		json_object_set_new(root, "ms", json_integer((json_int_t)(warp_time_ms() - t0)));
 		js = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 		printf("%s\n", js);
@@ -122,6 +153,21 @@ static int cmd_nat(int argc, char **argv)
 			       (double)unc / 1e6);
 		else if (c.conf.nntp)
 			printf("clock: no time server answered\n");
+		{
+			json_t *pm = portmap_json(node);
+			size_t i;
+			json_t *e;
+
+			if (!json_array_size(pm))
+				printf("port mapping: none%s\n",
+				       c.conf.flags & WARP_CONF_NO_UPNP ? " (--no-upnp)" : "");
+			json_array_foreach(pm, i, e)
+				printf("port mapping: %s %s via %s\n",
+				       json_string_value(json_object_get(e, "proto")),
+				       json_string_value(json_object_get(e, "external")),
+				       json_string_value(json_object_get(e, "method")));
+			json_decref(pm);
+		}
 		printf("took %llu ms\n", (unsigned long long)(warp_time_ms() - t0));
 	}
 	warp_node_close(node);

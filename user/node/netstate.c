@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "nat/natdetect.h"
 #include "nat/natreport.h"
+#include "nat/portmap.h"
 #include "nat/sntp_io.h"
 #include "nat/stun.h"
 #include "nat/stun_client.h"
@@ -61,6 +62,11 @@ struct netstate {
 	struct warp_synced_clock clock;
 	struct warp_signal *sig;
 	uint32_t sig_ms;
+	/* port mappings of the node's UDP and TCP listen port */
+	struct warp_portmap *pm[2];
+	bool pm_have[2], pm_done[2];
+	struct warp_portmap_info pm_info[2];
+	uint32_t pm_ms;
 	struct warp_timer *refresh;
 	char cache_path[PATH_MAX];
 	uint8_t fingerprint[32];
@@ -411,11 +417,75 @@ static void signal_start(struct netstate *ns)
 		pr_warn("signalling unavailable: %s", warp_strerror(errno));
 }
 
+bool node_portmap(const struct warp_node *node, bool tcp, bool *done,
+		  struct sockaddr_storage *external, const char **method)
+{
+	struct netstate *ns = ns_of(node);
+	int i = tcp ? 1 : 0;
+
+	*done = !ns || !ns->pm[i] || ns->pm_done[i];
+	if (!ns || !ns->pm_have[i])
+		return false;
+	*external = ns->pm_info[i].external;
+	*method = ns->pm_info[i].method == WARP_PORTMAP_UPNP ? "upnp" : "nat-pmp";
+	return true;
+}
+
 struct warp_signal *node_signal(const struct warp_node *node)
 {
 	struct netstate *ns = ns_of(node);
 
 	return ns ? ns->sig : NULL;
+}
+
+/* ---- port mapping (UPnP IGD, NAT-PMP): not awaited by readiness, the address gains the
+ * mapped ports when they come ---- */
+
+static void pm_event(struct warp_portmap *pm, enum warp_portmap_event ev,
+		     const struct warp_portmap_info *info, void *user)
+{
+	struct netstate *ns = user;
+	int i = ns->pm[1] == pm ? 1 : 0;
+	char ep[WARP_EP_STRLEN];
+
+	ns->pm_done[i] = true;
+	switch (ev) {
+	case WARP_PORTMAP_MAPPED:
+	case WARP_PORTMAP_RENEWED:
+		ns->pm_have[i] = true;
+		ns->pm_info[i] = *info;
+		if (!ns->pm_ms)
+			ns->pm_ms = (uint32_t)since(ns);
+		pr_info("%s port mapped: %s (%s)", i ? "TCP" : "UDP",
+			warp_ep_str((struct sockaddr *)&info->external, ep, sizeof(ep)),
+			info->method == WARP_PORTMAP_UPNP ? "UPnP" : "NAT-PMP");
+		break;
+	case WARP_PORTMAP_LOST:
+		ns->pm_have[i] = false;
+		break;
+	case WARP_PORTMAP_FAILED:
+		ns->pm_have[i] = false;
+		pr_debug("no port mapping: %s", warp_strerror(info->err));
+		break;
+	default:
+		break;
+	}
+}
+
+static void portmap_start(struct netstate *ns)
+{
+	struct warp_node *node = ns->node;
+
+	for (int i = 0; i < 2; i++) {
+		struct warp_portmap_cfg cfg;
+
+		if (node->socks[i ? NODE_TCP4 : NODE_UDP4].fd < 0)
+			continue;
+		warp_portmap_cfg_default(&cfg);
+		cfg.proto = i ? IPPROTO_TCP : IPPROTO_UDP;
+		cfg.internal_port = node->port;
+		ns->pm[i] = warp_portmap_new(node->loop, &cfg, pm_event, ns);
+	}
 }
 
 /* ---- lifecycle ---- */
@@ -482,6 +552,8 @@ int netstate_start(struct warp_node *node)
 		clock_start(ns);
 	if (!(node->conf.flags & WARP_CONF_NO_MQTT))
 		signal_start(ns);
+	if (!(node->conf.flags & WARP_CONF_NO_UPNP))
+		portmap_start(ns);
 	return 0;
 }
 
@@ -496,6 +568,9 @@ void netstate_stop(struct warp_node *node)
 		warp_nat_detect_free(ns->det[f]);
 	warp_sntp_query_free(ns->sntp);
 	warp_signal_free(ns->sig);
+	/* Never leave a mapping behind: freeing deletes it at the gateway. */
+	warp_portmap_free(ns->pm[0]);
+	warp_portmap_free(ns->pm[1]);
 	if (ns->stun)
 		warp_stun_client_fail_all(ns->stun, -ECANCELED);
 	warp_stun_client_free(ns->stun);
@@ -538,6 +613,25 @@ int warp_node_wait_ready(struct warp_node *node, int timeout_ms)
 
 /* ---- address ---- */
 
+static void fill_portmap(struct netstate *ns, struct warp_addr_route *r)
+{
+	for (int i = 0; i < 2; i++) {
+		const struct sockaddr *sa = (struct sockaddr *)&ns->pm_info[i].external;
+
+		if (!ns->pm_have[i] || sa->sa_family != AF_INET || r->family != 4)
+			continue;
+		if (i)
+			r->ext_tcp_port = warp_ep_port(sa);
+		else
+			r->ext_udp_port = warp_ep_port(sa);
+		r->flags |= WARP_ROUTE_F_PORTMAP;
+		if (!r->has_ext) {
+			r->has_ext = true;
+			memcpy(r->ext_addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		}
+	}
+}
+
 static void fill_route(struct netstate *ns, struct warp_addr_route *r)
 {
 	int f = r->family == 6 ? 1 : 0;
@@ -567,7 +661,7 @@ static void fill_route(struct netstate *ns, struct warp_addr_route *r)
 						: (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
 		       alen);
 		/* Only an endpoint-independent mapping gives every peer the same port. */
-		if (eim && !(r->flags & WARP_ROUTE_F_PORTMAP))
+		if (eim)
 			r->ext_udp_port = warp_ep_port(sa);
 	} else if (rep && rep->n_external) {
 		const struct sockaddr *sa = (struct sockaddr *)&rep->external[0];
@@ -601,6 +695,7 @@ void netstate_fill_address(struct warp_node *node, struct warp_node_addr *a)
 			if (r->family == 6 && r->nic_addr[0] == 0xfe && (r->nic_addr[1] & 0xc0) == 0x80)
 				continue; /* link-local */
 			fill_route(ns, r);
+			fill_portmap(ns, r);
 			seen[f] = true;
 		}
 	if (ns->sig) {
@@ -655,6 +750,24 @@ char *netstate_json(struct warp_node *node, bool pretty)
 				    json_pack("{s:b, s:s}", "synced", 0, "source",
 					      node->conf.nntp ? "system (no server answered)"
 							      : "system (no server configured)"));
+	}
+	{
+		json_t *pm = json_array();
+
+		for (int i = 0; ns && i < 2; i++)
+			if (ns->pm_have[i])
+				json_array_append_new(
+					pm, json_pack("{s:s, s:s, s:s, s:i}", "proto", i ? "tcp" : "udp",
+						      "method",
+						      ns->pm_info[i].method == WARP_PORTMAP_UPNP
+							      ? "upnp"
+							      : "nat-pmp",
+						      "external",
+						      warp_ep_str((struct sockaddr *)&ns->pm_info[i]
+									  .external,
+								  ep, sizeof(ep)),
+						      "lifetime_s", (int)ns->pm_info[i].lifetime_s));
+		json_object_set_new(root, "portmap", pm);
 	}
 	if (ns && ns->sig)
 		json_object_set_new(root, "brokers_ready",

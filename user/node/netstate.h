@@ -39,6 +39,10 @@ uint64_t node_clock_ms(struct warp_node *node);
 bool node_clock_info(const struct warp_node *node, int64_t *offset_ns, uint64_t *uncertainty_ns);
 
 struct warp_signal *node_signal(const struct warp_node *node);
+/* Port mapping of the node's UDP (tcp false) or TCP listen port: true with the external
+ * endpoint and "upnp" / "nat-pmp"; *done tells whether the attempt has an answer yet. */
+bool node_portmap(const struct warp_node *node, bool tcp, bool *done,
+		  struct sockaddr_storage *external, const char **method);
 /* The NAT report of a family (AF_INET/AF_INET6), NULL until measured. */
 const struct warp_nat_report *node_nat_report(const struct warp_node *node, int family);
 /* Reflexive endpoint of the node's UDP socket of a family; false when unknown. */

@@ -27,6 +27,7 @@
 #include "net/endpoint.h"
 #include "node/netstate.h"
 #include "node/node_internal.h"
+#include "node/resolve.h"
 #include "traverse/traverse.h"
 
 int node_rx_hook_add(struct warp_node *node, enum node_rx_class cls, struct node_rx_hook *h)
@@ -469,6 +470,7 @@ void warp_node_close(struct warp_node *node)
 	if (!node)
 		return;
 	traverse_node_stop(node);
+	node_names_stop(node);
 	pipe_layer_fini(node);
 	netstate_stop(node);
 	warp_fp_free(node->fastpath);

@@ -12,7 +12,11 @@
  * the server or "multicast".  -WARP_ENONAMESERVER when no resolver is configured. */
 int node_resolve_name(struct warp_node *node, const char *name, struct warp_node_addr *out,
 		      char *source, size_t source_len);
-/* Registers our address under name on every configured resolver (servers, multicast). */
+/* Registers our address under name on every configured resolver (servers, multicast), waits
+ * for the servers' answer, and keeps the record current when the address changes. */
 int node_publish_name(struct warp_node *node, const char *name);
+/* The node's nickname client (created on first use); NULL when names are off. */
+struct warp_name_client *node_name_client(struct warp_node *node);
+void node_names_stop(struct warp_node *node);
 
 #endif

@@ -70,7 +70,11 @@
 #define ACK_DELAY_UNIT	8  /* microseconds per unit of the ack-delay field */
 #define DG_WINDOW	1024
 #define DG_MAX_PARTIALS 64
+#define DG_MIN_FRAG	64 /* a sender's datagram fragments are never smaller (but the last) */
+#define LINGER_RTOS	10 /* after a graceful close, re-acknowledge retransmissions this long */
+#define LINGER_ACKS	3  /* ... and repeat the final ack unprompted, after 1, 2, 4 RTOs */
 #define PKT_THRESH	3
+#define REO_MAX		8 /* reordering tolerance steps (see reordering_seen()) */
 #define GRANULARITY_NS	1000000ull
 #define MAX_BACKOFF	16
 #define CWND_MAX	(1ull << 30)
@@ -84,19 +88,20 @@ struct wmsg {
 	struct wmsg *next;
 	uint32_t refs; /* the send queue's, plus one per fragment still unacknowledged */
 	uint32_t len;
-	uint32_t off;  /* bytes already cut into fragments */
+	uint32_t off; /* bytes already cut into fragments */
 	uint8_t data[];
 };
 
 struct sfrag {
 	struct wmsg *m; /* NULL for the end-of-stream marker */
 	uint64_t sent_ns;
-	uint64_t tx_order; /* transmission counter: orders sends that share a timestamp */
+	uint64_t tx_order;   /* transmission counter: orders sends that share a timestamp */
 	uint64_t prev, next; /* in-flight list, by sequence number */
 	uint32_t off;
 	uint16_t len;
 	uint8_t flags;
 	uint8_t state;
+	bool fast_lost; /* last declared lost by ack-based detection (not by the RTO) */
 	uint32_t tx_count;
 };
 
@@ -160,13 +165,16 @@ struct warp_stream {
 	struct warp_stream_conf c;
 	enum warp_stream_state state;
 	bool started;
-	bool local_closed, peer_closed_first;
+	bool local_closed;
 	bool fin_queued, fin_sent, fin_acked, peer_fin;
 	bool reset_pending, close_check, app_aborted, failed;
+	bool closed_reported; /* on_closed queued: it fires once */
 	uint16_t reset_code;
 	int close_err;
 	uint64_t fin_seq, peer_fin_seq;
 	uint64_t linger_until;
+	uint64_t linger_ack_at; /* next unprompted repeat of the final ack */
+	unsigned int linger_acks;
 	uint64_t last_rx;
 
 	/* reliable send */
@@ -191,6 +199,8 @@ struct warp_stream {
 	unsigned int backoff;
 	uint32_t consecutive_rto;
 	uint64_t rack_order, rack_seq_hi, loss_deadline;
+	unsigned int reo_level; /* widened after spurious fast retransmits */
+	uint32_t ack_echo;	/* echo of the ack being processed */
 
 	/* datagram send */
 	struct dmsg *dq_head, *dq_tail;
@@ -370,16 +380,34 @@ static uint64_t rto_base(const struct warp_stream *s)
 	return min_u64(max_u64(rto, s->c.rto_min_ms * MS), s->c.rto_max_ms * MS);
 }
 
-static uint64_t rto_cur(const struct warp_stream *s)
+/* Only the end-of-stream marker is unacknowledged: everything else was delivered. */
+static bool only_fin_left(const struct warp_stream *s)
 {
-	return min_u64(rto_base(s) << s->backoff, s->c.rto_max_ms * MS);
+	return s->fin_sent && s->snd_una == s->fin_seq;
 }
 
+static uint64_t rto_cur(const struct warp_stream *s)
+{
+	/* Both ends' markers are out: the peer may be done and lingering (LINGER_RTOS of its
+	 * own, restarted by each retransmission it hears), so back off once at most to stay
+	 * well inside that; max_rto_count still bounds the retries. */
+	unsigned int backoff = s->fin_sent && s->peer_fin && s->backoff > 1 ? 1 : s->backoff;
+
+	return min_u64(rto_base(s) << backoff, s->c.rto_max_ms * MS);
+}
+
+/* Time threshold: 9/8 RTT, growing by 1/8 RTT per reordering step seen on the path. */
 static uint64_t loss_delay(const struct warp_stream *s)
 {
 	uint64_t base = s->have_rtt ? max_u64(s->srtt, s->latest_rtt) : s->c.rto_initial_ms * MS;
 
-	return max_u64(base + base / 8, GRANULARITY_NS);
+	return max_u64(base + base * (1 + s->reo_level) / 8, GRANULARITY_NS);
+}
+
+/* Packet threshold: 3, doubling per reordering step. */
+static uint64_t pkt_thresh(const struct warp_stream *s)
+{
+	return (uint64_t)PKT_THRESH << s->reo_level;
 }
 
 /* RFC 6298 smoothing of an RTT sample, with RFC 9002's ack-delay correction. */
@@ -539,10 +567,29 @@ static void mark_lost(struct warp_stream *s, uint64_t seq)
 }
 
 /* A fragment is known to have arrived (by the cumulative point or a SACK block). */
+/*
+ * A fragment declared lost by ack-based detection turned out to have arrived: the path
+ * reorders more than the thresholds allow, so widen them (RACK's reo_wnd adaptation, with the
+ * timestamp echo standing in for DSACK).
+ */
+static void reordering_seen(struct warp_stream *s)
+{
+	if (s->reo_level < REO_MAX) {
+		s->reo_level++;
+		pr_debug("reordering: tolerance step %u", s->reo_level);
+	}
+}
+
 static void frag_delivered(struct warp_stream *s, uint64_t seq, bool limited)
 {
 	struct sfrag *f = sf(s, seq);
 
+	/* Spurious if acknowledged before its retransmission was even sent, or by an ack
+	 * the peer generated before our retransmission could have reached it. */
+	if (f->fast_lost &&
+	    (f->state == SF_LOST || (f->tx_count > 1 && s->ack_echo &&
+				     (int32_t)(s->ack_echo - (uint32_t)(f->sent_ns / 1000)) < 0)))
+		reordering_seen(s);
 	if (f->state == SF_INFLIGHT) {
 		txl_remove(s, seq);
 		s->in_flight -= rel_wire(f);
@@ -578,11 +625,12 @@ static void detect_losses(struct warp_stream *s, uint64_t now)
 		/* Only fragments sent before the newest delivered one can be judged. */
 		if (f->tx_order >= s->rack_order)
 			break;
-		if (f->sent_ns + delay <= now ||
-		    (f->tx_count == 1 && s->rack_seq_hi != NIL && seq + PKT_THRESH <= s->rack_seq_hi)) {
+		if (f->sent_ns + delay <= now || (f->tx_count == 1 && s->rack_seq_hi != NIL &&
+						  seq + pkt_thresh(s) <= s->rack_seq_hi)) {
 			uint64_t sent = f->sent_ns;
 
 			mark_lost(s, seq);
+			f->fast_lost = true;
 			cc_on_loss(s, sent, now);
 		} else {
 			s->loss_deadline = min_u64(s->loss_deadline, f->sent_ns + delay);
@@ -592,6 +640,7 @@ static void detect_losses(struct warp_stream *s, uint64_t now)
 }
 
 static void stream_fail(struct warp_stream *s, int err, bool send_reset, uint16_t code);
+static void check_close_done(struct warp_stream *s, uint64_t now);
 
 static void on_rto(struct warp_stream *s, uint64_t now)
 {
@@ -599,12 +648,23 @@ static void on_rto(struct warp_stream *s, uint64_t now)
 
 	s->st.rto_count++;
 	if (s->c.max_rto_count && ++s->consecutive_rto > s->c.max_rto_count) {
+		if (only_fin_left(s) && s->peer_fin) {
+			/* All our data was acknowledged and the peer's stream ended: the peer has
+			 * finished and stopped answering, nothing was lost. */
+			pr_debug("end-of-stream marker unacknowledged; closing anyway");
+			s->fin_acked = true;
+			check_close_done(s, now);
+			s->state = WARP_STREAM_DONE;
+			return;
+		}
 		pr_debug("retransmission limit reached");
 		stream_fail(s, -ETIMEDOUT, true, RESET_TIMEOUT);
 		return;
 	}
-	while (s->tx_head != NIL)
+	while (s->tx_head != NIL) {
+		sf(s, s->tx_head)->fast_lost = false;
 		mark_lost(s, s->tx_head);
+	}
 	s->ssthresh = max_u64(flight / 2, min_cwnd(s));
 	s->cwnd = min_cwnd(s);
 	s->ca_acc = 0;
@@ -629,11 +689,16 @@ static void check_close_done(struct warp_stream *s, uint64_t now)
 		return;
 	if (is_udp(s)) {
 		s->state = WARP_STREAM_CLOSED;
-		s->linger_until = now + 3 * rto_cur(s);
+		s->linger_until = now + LINGER_RTOS * rto_base(s);
+		/* Our last ack may be lost while the peer's retransmissions are too: offer it
+		 * again a few times rather than only when asked. */
+		s->linger_acks = LINGER_ACKS;
+		s->linger_ack_at = now + rto_base(s);
 	} else {
 		s->state = WARP_STREAM_DONE;
 	}
 	s->close_err = 0;
+	s->closed_reported = true;
 	ev_push(s, EV_CLOSED, 0, 0, NULL, 0, NULL);
 }
 
@@ -643,6 +708,7 @@ static void process_ack(struct warp_stream *s, const struct ack_in *a, uint64_t 
 	uint64_t newly = 0;
 
 	s->cwnd_limited = false;
+	s->ack_echo = a->echo;
 	if (a->cum > s->snd_una) {
 		for (uint64_t q = s->snd_una; q < a->cum; q++) {
 			if (sf(s, q)->state != SF_SACKED) {
@@ -769,9 +835,11 @@ static void stream_fail(struct warp_stream *s, int err, bool send_reset, uint16_
 	s->reset_pending = send_reset;
 	s->reset_code = code;
 	s->state = send_reset ? WARP_STREAM_CLOSED : WARP_STREAM_DONE;
+	if (s->closed_reported)
+		return; /* e.g. a RESET while lingering after a graceful close */
 	s->close_err = err;
-	if (err)
-		ev_push(s, EV_CLOSED, err, 0, NULL, 0, NULL);
+	s->closed_reported = true;
+	ev_push(s, EV_CLOSED, err, 0, NULL, 0, NULL);
 }
 
 static int ooo_reserve(struct warp_stream *s, uint64_t dist)
@@ -821,15 +889,10 @@ static int consume(struct warp_stream *s, uint8_t flags, uint32_t total, const u
 	if (flags & RF_FIN) {
 		if (s->reasm_active)
 			return -WARP_EMALFORMED;
+		/* Half-close: our side stays open until the application closes it too. */
 		s->peer_fin = true;
 		s->peer_fin_seq = s->rcv_nxt++;
 		ev_push(s, EV_EOS, 0, 0, NULL, 0, NULL);
-		if (!s->fin_queued) {
-			s->fin_queued = true;
-			s->peer_closed_first = true;
-			if (s->state == WARP_STREAM_OPEN)
-				s->state = WARP_STREAM_CLOSING;
-		}
 		return 0;
 	}
 	if (flags & RF_FIRST) {
@@ -869,7 +932,7 @@ static int consume(struct warp_stream *s, uint8_t flags, uint32_t total, const u
 /* One reliable fragment (seq already expanded).  Sets *immediate when the ack should not
  * wait: out-of-order arrival, a duplicate, a filled gap, or the end of stream. */
 static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t total,
-		  const uint8_t *p, uint32_t len, bool *immediate)
+		  const uint8_t *p, uint32_t len, uint64_t now, bool *immediate)
 {
 	struct rfrag *r;
 	uint64_t dist;
@@ -880,6 +943,9 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 	if (seq < s->rcv_nxt) {
 		s->st.spurious_dups_received++;
 		*immediate = true;
+		/* The peer has not heard our ack yet: stay to answer it. */
+		if (s->state == WARP_STREAM_CLOSED)
+			s->linger_until = max_u64(s->linger_until, now + LINGER_RTOS * rto_base(s));
 		return 0;
 	}
 	if (seq == s->rcv_nxt) {
@@ -893,7 +959,8 @@ static int rx_rel(struct warp_stream *s, uint64_t seq, uint8_t flags, uint32_t t
 		if (!s->rcvd.n)
 			return 0;
 		*immediate = true;
-		while (s->ocap && (r = s->ooo[s->rcv_nxt & (s->ocap - 1)]) && r->seq == s->rcv_nxt) {
+		while (s->ocap && (r = s->ooo[s->rcv_nxt & (s->ocap - 1)]) &&
+		       r->seq == s->rcv_nxt) {
 			s->ooo[s->rcv_nxt & (s->ocap - 1)] = NULL;
 			s->ooo_bytes -= r->len + FRAG_CHARGE;
 			err = consume(s, r->flags, r->total, r->data, r->len, r, &taken);
@@ -1189,7 +1256,7 @@ static int walk(struct warp_stream *s, const uint8_t *buf, size_t len, uint64_t 
 			}
 			cx->eliciting = true;
 			if (apply && !s->failed) {
-				err = rx_rel(s, seq, flags, total, p, flen, &cx->immediate);
+				err = rx_rel(s, seq, flags, total, p, flen, now, &cx->immediate);
 				if (err == -WARP_EMALFORMED) {
 					pr_warn("peer broke fragment sequencing at %llu",
 						(unsigned long long)seq);
@@ -1211,7 +1278,8 @@ static int walk(struct warp_stream *s, const uint8_t *buf, size_t len, uint64_t 
 				return r.err;
 			if (!count || idx >= count)
 				return -WARP_EMALFORMED;
-			if (flen > s->c.max_datagram)
+			/* Bounds the fragment table an incomplete datagram allocates. */
+			if (flen > s->c.max_datagram || count > s->c.max_datagram / DG_MIN_FRAG + 1)
 				return -WARP_ERANGE;
 			if (apply && !s->failed && s->state < WARP_STREAM_CLOSED)
 				rx_dgram(s, id, idx, count, p, flen, now);
@@ -1274,7 +1342,9 @@ int warp_stream_input(struct warp_stream *s, const void *buf, size_t len, uint64
 	if (!err && is_udp(s) && cx.eliciting && !s->failed) {
 		s->ack_pending = true;
 		s->rx_unacked++;
-		if (cx.have_ts) {
+		/* Echo the newest timestamp seen: a late duplicate or reordered payload carries
+		 * an older one and would inflate the sender's RTT samples. */
+		if (cx.have_ts && (!s->have_ts || (int32_t)(cx.ts - s->last_ts) > 0)) {
 			s->have_ts = true;
 			s->last_ts = cx.ts;
 			s->last_ts_rx = now;
@@ -1397,8 +1467,12 @@ static bool try_rel(struct warp_stream *s, struct warp_wr *w, uint64_t now)
 				return false;
 			seq = s->snd_nxt++;
 			f = sf(s, seq);
-			*f = (struct sfrag){ .m = m, .off = m->off, .len = (uint16_t)len,
-					     .flags = flags, .prev = NIL, .next = NIL };
+			*f = (struct sfrag){ .m = m,
+					     .off = m->off,
+					     .len = (uint16_t)len,
+					     .flags = flags,
+					     .prev = NIL,
+					     .next = NIL };
 			m->refs++;
 			s->outstanding += len + FRAG_CHARGE;
 			frag_sent(s, seq, now);
@@ -1583,6 +1657,8 @@ uint64_t warp_stream_next_deadline(const struct warp_stream *s)
 	if (s->state == WARP_STREAM_CLOSED) {
 		if (!s->reset_pending)
 			d = s->linger_until;
+		if (!s->reset_pending && s->linger_acks)
+			d = min_u64(d, s->linger_ack_at);
 	} else if (s->c.idle_timeout_ms && s->started)
 		d = s->last_rx + s->c.idle_timeout_ms * MS;
 	if (is_udp(s)) {
@@ -1604,6 +1680,12 @@ void warp_stream_on_timer(struct warp_stream *s, uint64_t now)
 	if (s->close_check) {
 		s->close_check = false;
 		check_close_done(s, now);
+	}
+	if (s->state == WARP_STREAM_CLOSED && !s->reset_pending && s->linger_acks &&
+	    now >= s->linger_ack_at) {
+		s->linger_acks--;
+		s->linger_ack_at = now + (rto_base(s) << (LINGER_ACKS - s->linger_acks));
+		s->ack_pending = s->ack_immediate = true;
 	}
 	if (s->state == WARP_STREAM_CLOSED && !s->reset_pending && now >= s->linger_until)
 		s->state = WARP_STREAM_DONE;

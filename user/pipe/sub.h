@@ -38,12 +38,12 @@ enum warp_sub_match {
 
 /* A received message.  Shared by every queue it was copied to: read-only. */
 struct warp_sub_msg {
-	const uint8_t *data;         /* followed by a NUL byte not counted in len */
+	const uint8_t *data; /* followed by a NUL byte not counted in len */
 	size_t len;
-	unsigned int flags;          /* as given to warp_subs_dispatch() (WARP_MSG_*) */
+	unsigned int flags; /* as given to warp_subs_dispatch() (WARP_MSG_*) */
 	bool has_src;
 	struct sockaddr_storage src;
-	uint64_t seq;                /* arrival order on this set, from 1 */
+	uint64_t seq; /* arrival order on this set, from 1 */
 };
 
 /* msg is NULL once, at the end of the pipe. */
@@ -53,13 +53,13 @@ typedef void (*warp_subs_notify_cb)(void *user, int id);
 
 struct warp_sub_spec {
 	enum warp_sub_match match;
-	const void *prefix;           /* MATCH_PREFIX */
+	const void *prefix; /* MATCH_PREFIX */
 	size_t prefix_len;
-	const char *regex;            /* MATCH_REGEX: POSIX ERE */
-	int regex_cflags;             /* extra regcomp() flags, e.g. REG_ICASE */
+	const char *regex;	       /* MATCH_REGEX: POSIX ERE */
+	int regex_cflags;	       /* extra regcomp() flags, e.g. REG_ICASE */
 	const struct sockaddr *source; /* NULL: any source; port 0: any port */
-	size_t queue_max;             /* messages kept [256] */
-	warp_sub_cb cb;               /* set: called instead of queueing */
+	size_t queue_max;	       /* messages kept [256] */
+	warp_sub_cb cb;		       /* set: called instead of queueing */
 	void *user;
 };
 
@@ -68,10 +68,10 @@ extern const struct warp_sub_spec warp_sub_all;
 #define WARP_SUB_ALL (&warp_sub_all)
 
 struct warp_sub_stats {
-	uint64_t matched;   /* messages that matched (queued or called back) */
-	uint64_t dropped;   /* oldest messages dropped from a full queue */
+	uint64_t matched; /* messages that matched (queued or called back) */
+	uint64_t dropped; /* oldest messages dropped from a full queue */
 	uint64_t popped;
-	uint64_t queued;    /* held now */
+	uint64_t queued; /* held now */
 };
 
 struct warp_subs;
