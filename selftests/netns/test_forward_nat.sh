@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 trap '' PIPE
 
-out=$(lab up --delay 5 --servers stun port-restricted full-cone 2>&1)
+out=$(lab up --delay 5 --servers stun,names port-restricted full-cone 2>&1)
 rc=$?
 echo "$out" | sed 's/^/# /'
 [ "$rc" = 0 ] || { not_ok "natlab up"; tap_done; exit 1; }
@@ -51,7 +51,9 @@ hdr=$(sed '/^\r$/q' "$2.raw" | wc -c)
 tail -c +$((hdr + 1)) "$2.raw" >"$2"
 EOF
 get() { in_ns "$1" bash "$tmp/get.sh" "$2" "$3"; }
-node_opts=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --no-upnp --no-mqtt --no-names --no-bpf)
+node_opts=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --no-upnp --no-mqtt --no-bpf)
+# With the lab's nickname server the expose side registers srv.p2p and forward finds it by name.
+[ -n "${WPG_NAMES:-}" ] && node_opts+=(--nameserver "$WPG_NAMES,$WPG_NAMES_KEY")
 
 mkdir -p "$tmp/www"
 echo "hello across two NATs" >"$tmp/www/index.html"
@@ -104,6 +106,22 @@ out=$(in_ns h1a env WARPGATE_HOME="$tmp/x" timeout 30 "$W" forward "${node_opts[
 rc=$?
 check "unlisted key across the NATs: exit 1, refused in the handshake" \
 	[ $rc = 1 ] && grep -q "does not allow our key" <<<"$out"
+
+# By name, through the nickname server.
+if [ -n "${WPG_NAMES:-}" ]; then
+	in_ns h1a env WARPGATE_HOME="$tmp/f" "$W" forward "${node_opts[@]}" --name fwd srv \
+		0:127.0.0.1:8080 >"$tmp/fw3.out" 2>"$tmp/fw3.err" &
+	f3pid=$!
+	pids+=($f3pid)
+	ep3=$(first_line "$tmp/fw3.out" $f3pid)
+	get h1a "$ep3/index.html" "$tmp/got3.html"
+	check "forward to the name srv (resolved by the nickname server) across two NATs" \
+		cmp -s "$tmp/got3.html" "$tmp/www/index.html"
+	kill $f3pid
+	wait $f3pid 2>/dev/null
+else
+	skip "forward by name" "no nickname server in the lab (build namebumpd)"
+fi
 
 kill $f2pid $fpid $epid
 wait $f2pid $fpid $epid 2>/dev/null

@@ -30,7 +30,9 @@ t() {
 	fi
 }
 
-commands="addr connect daemon expose forward id listen nat status"
+# Every command the binary lists is exercised below; the ones this suite knows must be there.
+commands=$("$W" --help | awk '/^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 }' | xargs)
+known="addr connect daemon expose forward id listen name nat status"
 
 # ---- global
 t 2 "usage: warpgate COMMAND" 
@@ -42,8 +44,9 @@ for c in $commands; do
 	t 0 "usage: warpgate $c" help "$c"
 	t 0 "usage: warpgate $c" "$c" --help
 done
-listed=$("$W" --help | awk '/^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 }' | sort | xargs)
-check "global help lists exactly: $commands" [ "$listed" = "$commands" ]
+missing=
+for c in $known; do grep -qw "$c" <<<"$commands" || missing="$missing $c"; done
+check "global help lists every known command (${commands})${missing:+ missing:$missing}" [ -z "$missing" ]
 
 # ---- bad flags: exit 2, getopt's message plus a pointer to --help
 for c in $commands; do
@@ -101,15 +104,19 @@ t 2 "invalid --name" daemon --name ../x
 t 2 "test mode has no network to classify" nat --test-mode
 t 3 "no STUN server configured" nat
 t 2 "unexpected argument 'x'" nat --stun 127.0.0.1:3478 x
+t 2 "expected put.get.del NAME" name
+t 2 "unknown operation 'frob'" name frob x
+t 2 "test mode has no nickname servers" name --test-mode get alice
 
 # ---- bad configuration: exit 3, naming the file, the key and what was expected
 echo '{"stunn": ["x"]}' >"$tmp/unknown.json"
 echo '{"port": 99999}' >"$tmp/range.json"
 echo '{"turn": [{"server": "t:3478", "usr": "x"}]}' >"$tmp/nested.json"
 echo '{"port": 1,' >"$tmp/syntax.json"
-for c in addr connect daemon expose forward listen nat status; do
+for c in addr connect daemon expose forward listen name nat status; do
 	case $c in
 	connect) args=(x) ;;
+	name) args=(get x) ;;
 	expose) args=(80) ;;
 	forward) args=(x 0:h:1) ;;
 	*) args=() ;;

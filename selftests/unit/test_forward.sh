@@ -43,7 +43,7 @@ first_line() {
 get() {
 	local hp=${1%%/*} path=/${1#*/} raw=$2.raw hdr
 	exec 9<>"/dev/tcp/${hp%:*}/${hp#*:}" || return 1
-	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&9
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&9 2>/dev/null
 	timeout 30 cat <&9 >"$raw" 2>/dev/null
 	exec 9<&-
 	head -n 1 "$raw" | grep -q '^HTTP/1\.[01] 200' || return 1
@@ -111,7 +111,7 @@ f2pid=$!
 pids+=($f2pid)
 ep2=$(first_line "$tmp/fw2.out" $f2pid)
 exec 8<>"/dev/tcp/${ep2%:*}/${ep2#*:}"
-printf 'GET / HTTP/1.0\r\n\r\n' >&8
+printf 'GET / HTTP/1.0\r\n\r\n' >&8 2>/dev/null
 reply=$(timeout 5 cat <&8 2>/dev/null | head -c 100)
 exec 8<&-
 check "unexposed port: the TCP connection is closed without data" [ -z "$reply" ]

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <warpgate/error.h>
+#include <warpgate/name.h>
 
 #define LOG_COMPONENT "fwd"
 #include "core/bytes.h"
@@ -1424,9 +1425,13 @@ const struct fwd_forwarder_conf *fwd_forwarder_conf(const struct fwd_forwarder *
 /* ------------------------------------------------------------------ dialing */
 
 struct fwd_dial {
+	struct warp_node *node;
+	struct warp_connect_opts opts;
 	struct warp_connect *c;
 	struct warp_timer *fail;
 	struct warp_connect_result *res;
+	bool resolving;  /* a name lookup holds a pointer to us */
+	bool cancelled;  /* ... and frees us when it answers */
 	fwd_dial_cb cb;
 	void *user;
 };
@@ -1456,15 +1461,55 @@ static void dial_failed(struct warp_timer *t, void *user)
 	dial_free(d);
 }
 
+static void dial_to(struct fwd_dial *d, const struct warp_node_addr *to)
+{
+	d->c = warp_connect_start(d->node, to, &d->opts, dial_connected, d);
+	if (!d->c) {
+		d->res->err = -errno;
+		warp_timer_arm_ms(d->fail, 0);
+	}
+}
+
+/* The name's record: the address it holds must name the key that signed it (the handshake
+ * then insists on that key, so no server can redirect us). */
+static void dial_resolved(const struct warp_name_result *res, void *user)
+{
+	struct fwd_dial *d = user;
+	struct warp_node_addr to;
+	int err = res->err;
+
+	d->resolving = false;
+	if (d->cancelled) {
+		dial_free(d);
+		return;
+	}
+	if (!err && !res->found)
+		err = -WARP_ENOTFOUND;
+	if (!err)
+		err = warp_addr_decode(res->value, res->value_len, &to);
+	if (!err && memcmp(to.pubkey, res->owner, WARP_PUBKEY_LEN))
+		err = -WARP_EAUTH;
+	if (err) {
+		d->res->err = err;
+		warp_timer_arm_ms(d->fail, 0);
+		return;
+	}
+	dial_to(d, &to);
+}
+
 struct fwd_dial *fwd_dial_start(struct warp_node *node, const char *target,
 				const struct warp_connect_opts *opts, fwd_dial_cb cb, void *user)
 {
 	struct fwd_dial *d = calloc(1, sizeof(*d));
+	struct warp_name_client *nc;
 	struct warp_node_addr to;
 	int err;
 
 	if (!d)
 		return NULL;
+	d->node = node;
+	if (opts)
+		d->opts = *opts;
 	d->cb = cb;
 	d->user = user;
 	d->res = calloc(1, sizeof(*d->res));
@@ -1474,21 +1519,26 @@ struct fwd_dial *fwd_dial_start(struct warp_node *node, const char *target,
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (!strncmp(target, WARP_ADDR_TEXT_PREFIX, strlen(WARP_ADDR_TEXT_PREFIX)))
+	if (!strncmp(target, WARP_ADDR_TEXT_PREFIX, strlen(WARP_ADDR_TEXT_PREFIX))) {
 		err = warp_addr_from_text(target, &to);
-	else if (warp_name_validate(target))
+		if (!err) {
+			dial_to(d, &to);
+			return d;
+		}
+	} else if (warp_name_validate(target)) {
 		err = -WARP_ENAME;
-	else
-		err = node_resolve_name(node, target, &to, NULL, 0);
-	if (!err) {
-		d->c = warp_connect_start(node, &to, opts, dial_connected, d);
-		if (!d->c)
-			err = -errno;
+	} else if (!(nc = node_name_client(node))) {
+		err = -WARP_ENONAMESERVER;
+	} else {
+		/* Asynchronous: the daemon's loop keeps serving while the name resolves. */
+		d->resolving = true;
+		err = warp_name_resolve(nc, target, dial_resolved, d);
+		if (!err)
+			return d;
+		d->resolving = false;
 	}
-	if (err) {
-		d->res->err = err;
-		warp_timer_arm_ms(d->fail, 0);
-	}
+	d->res->err = err;
+	warp_timer_arm_ms(d->fail, 0);
 	return d;
 }
 
@@ -1498,5 +1548,11 @@ void fwd_dial_cancel(struct fwd_dial *d)
 		return;
 	if (d->c)
 		warp_connect_cancel(d->c);
+	d->c = NULL;
+	if (d->resolving) {
+		warp_timer_cancel(d->fail);
+		d->cancelled = true;
+		return;
+	}
 	dial_free(d);
 }

@@ -23,6 +23,7 @@
 #include <warpgate/control.h>
 #include <warpgate/error.h>
 #include <warpgate/gate.h>
+#include <warpgate/name.h>
 
 #define LOG_COMPONENT "daemon"
 #include "core/list.h"
@@ -100,6 +101,13 @@ struct dfwd {
 	char target[2048];
 };
 
+/* A nickname request in flight; the name client holds a pointer to it until it answers. */
+struct aop {
+	struct list_head link;  /* warpd.aops */
+	struct client *c;       /* NULL once the client is gone */
+	json_t *id;
+};
+
 struct pending_in {
 	struct list_head link; /* warpd.classify */
 	struct warpd *d;
@@ -138,6 +146,7 @@ struct warpd {
 	struct list_head pipes;
 	struct list_head forwards;
 	struct list_head classify;
+	struct list_head aops;
 	uint32_t next_pipe, next_fwd;
 	struct fwd_exposer *x;
 	struct warp_timer *send_retry;
@@ -1307,43 +1316,134 @@ static void op_unforward(struct client *c, json_t *req, json_t *id)
 	reply_err(c, id, -ENOENT, "no such forward");
 }
 
+static struct aop *aop_new(struct client *c, json_t *id)
+{
+	struct aop *a = calloc(1, sizeof(*a));
+
+	if (!a) {
+		reply_err(c, id, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	a->c = c;
+	a->id = json_incref(id);
+	list_add_tail(&a->link, &c->d->aops);
+	return a;
+}
+
+static void aop_free(struct aop *a)
+{
+	list_del(&a->link);
+	json_decref(a->id);
+	free(a);
+}
+
+static void name_got(const struct warp_name_result *res, void *user)
+{
+	struct aop *a = user;
+	struct warp_node_addr addr;
+	char text[2048], hex[2 * WARP_PUBKEY_LEN + 1];
+	int err = res->err;
+
+	if (!err && !res->found)
+		err = -WARP_ENOTFOUND;
+	if (!err)
+		err = warp_addr_decode(res->value, res->value_len, &addr);
+	/* The address must name the key that signed the record. */
+	if (!err && memcmp(addr.pubkey, res->owner, WARP_PUBKEY_LEN))
+		err = -WARP_EAUTH;
+	if (!err)
+		err = warp_addr_to_text(&addr, text, sizeof(text));
+	if (a->c && err) {
+		reply_err(a->c, a->id, err, "%s: %s", res->name, warp_strerror(err));
+	} else if (a->c) {
+		fwd_key_hex(res->owner, hex);
+		reply_ok(a->c, a->id,
+			 json_pack("{s:s, s:s, s:s, s:s}", "name", res->name, "address", text, "owner",
+				   hex, "source", res->server_addr));
+	}
+	aop_free(a);
+}
+
 static void op_name_get(struct client *c, json_t *req, json_t *id)
 {
 	const char *name = get_str(req, "name");
-	struct warp_node_addr a;
-	char text[2048], src[128] = "";
+	struct warp_name_client *nc = node_name_client(node_of(c->d));
+	struct aop *a;
 	int err;
 
-	if (!name || warp_name_validate(name)) {
+	if (!name || !*name) {
 		reply_err(c, id, -WARP_ENAME, "\"name\": expected a name");
 		return;
 	}
-	err = node_resolve_name(node_of(c->d), name, &a, src, sizeof(src));
-	if (!err)
-		err = warp_addr_to_text(&a, text, sizeof(text));
-	if (err) {
-		reply_err(c, id, err, "%s: %s", name, warp_strerror(err));
+	if (!nc) {
+		reply_err(c, id, -WARP_ENONAMESERVER, "%s: %s", name,
+			  warp_strerror(-WARP_ENONAMESERVER));
 		return;
 	}
-	reply_ok(c, id, json_pack("{s:s, s:s}", "address", text, "source", src));
+	a = aop_new(c, id);
+	if (!a)
+		return;
+	err = warp_name_resolve(nc, name, name_got, a);
+	if (err) {
+		reply_err(c, id, err, "%s: %s", name, warp_strerror(err));
+		aop_free(a);
+	}
 }
 
+static void name_put_done(const struct warp_name_result *res, void *user)
+{
+	struct aop *a = user;
+
+	if (a->c && res->err)
+		reply_err(a->c, a->id, res->err, "%s: %s", res->name, warp_strerror(res->err));
+	else if (a->c && !res->stored)
+		reply_err(a->c, a->id, -WARP_EQUOTA, "%s: not stored on any server (%u refused)",
+			  res->name, res->n_err);
+	else if (a->c)
+		reply_ok(a->c, a->id,
+			 json_pack("{s:s, s:i, s:i}", "name", res->name, "servers_ok", (int)res->n_ok,
+				   "servers_failed", (int)res->n_err));
+	aop_free(a);
+}
+
+/* One PUT of the node's address under another name (the daemon keeps its own name
+ * registered and fresh by itself). */
 static void op_name_put(struct client *c, json_t *req, json_t *id)
 {
 	const char *name = get_str(req, "name");
-	int err;
+	struct warp_node *node = node_of(c->d);
+	struct warp_name_client *nc = node_name_client(node);
+	uint8_t blob[WARP_ADDR_MAX_BIN];
+	struct warp_node_addr a;
+	struct aop *op;
+	int n, err;
 
 	if (!name && c->d->named)
 		name = warp_gate_name(c->d->gate);
-	if (!name || warp_name_validate(name)) {
+	if (!name || !*name) {
 		reply_err(c, id, -WARP_ENAME, "\"name\": expected a name");
 		return;
 	}
-	err = node_publish_name(node_of(c->d), name);
-	if (err)
+	if (!nc) {
+		reply_err(c, id, -WARP_ENONAMESERVER, "%s: %s", name,
+			  warp_strerror(-WARP_ENONAMESERVER));
+		return;
+	}
+	err = warp_node_address(node, &a);
+	n = err ? err : warp_addr_encode(&a, blob, sizeof(blob));
+	if (n < 0) {
+		reply_err(c, id, n, "address: %s", warp_strerror(n));
+		return;
+	}
+	op = aop_new(c, id);
+	if (!op)
+		return;
+	err = warp_name_put(nc, warp_node_identity(node), name, blob, (size_t)n, WARP_NAME_BUMP,
+			    name_put_done, op);
+	if (err) {
 		reply_err(c, id, err, "%s: %s", name, warp_strerror(err));
-	else
-		reply_ok(c, id, json_pack("{s:s}", "name", name));
+		aop_free(op);
+	}
 }
 
 static int daemon_reload(struct warpd *d, char *why, size_t len);
@@ -1417,6 +1517,12 @@ static void client_free(struct client *c)
 
 		if (p->owner == c)
 			dpipe_free(p);
+	}
+	list_for_each(pos, &d->aops) {
+		struct aop *a = list_entry(pos, struct aop, link);
+
+		if (a->c == c)
+			a->c = NULL;
 	}
 	/* Waiters of this client on other clients' pipes cannot exist: pipes are per client. */
 	list_for_each_safe (pos, tmp, &c->conns) {
@@ -1731,6 +1837,7 @@ struct warpd *warpd_start(const struct warpd_opts *opts, char *why, size_t whyle
 	list_init(&d->pipes);
 	list_init(&d->forwards);
 	list_init(&d->classify);
+	list_init(&d->aops);
 	err = wd_socket_path(&opts->conf, opts->socket, d->sock, sizeof(d->sock));
 	if (err) {
 		snprintf(why, whylen, "control socket path too long (at most 107 bytes)");

@@ -169,15 +169,32 @@ json_t *wd_status_json(struct warp_node *node, const char *name, const struct wd
 						 : "configured"));
 	json_decref(netjs);
 	names = json_array();
-	if (name)
-		json_array_append_new(
-			names,
-			json_pack("{s:s, s:s, s:s}", "name", name, "tld", conf->tld, "state",
-				  conf->flags & WARP_CONF_NO_NAMES
-					  ? "off (disabled by configuration)"
-				  : !conf->nnames
-					  ? "not published (no nickname server configured)"
-					  : "not published (nickname client not integrated)"));
+	if (name) {
+		char state[160];
+		bool mcast = !(conf->flags & (WARP_CONF_NO_MCAST | WARP_CONF_TEST_MODE));
+
+		if (conf->flags & WARP_CONF_NO_NAMES)
+			snprintf(state, sizeof(state), "off (disabled by configuration)");
+		else if (test)
+			snprintf(state, sizeof(state), "off (test mode)");
+		else if (!d)
+			snprintf(state, sizeof(state),
+				 "not published (only a daemon or 'warpgate listen NAME' registers "
+				 "names)");
+		else if (conf->nnames)
+			snprintf(state, sizeof(state),
+				 "published to %zu nickname server(s)%s, kept fresh (their answers "
+				 "are in the daemon's log)",
+				 conf->nnames, mcast ? " and the local link" : "");
+		else if (mcast)
+			snprintf(state, sizeof(state),
+				 "answered on the local link (no nickname server configured)");
+		else
+			snprintf(state, sizeof(state),
+				 "not published (no nickname server configured, multicast off)");
+		json_array_append_new(names, json_pack("{s:s, s:s, s:s}", "name", name, "tld",
+						       conf->tld, "state", state));
+	}
 	json_object_set_new(root, "names", names);
 	/* "bpf: active (xdp: eth0)" -> "active (xdp: eth0)" */
 	bpf = warp_node_bpf_status(node);
