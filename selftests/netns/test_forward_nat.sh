@@ -44,13 +44,21 @@ first_line() {
 cat >"$tmp/get.sh" <<'EOF'
 hp=${1%%/*} path=/${1#*/}
 exec 9<>"/dev/tcp/${hp%:*}/${hp#*:}" || exit 1
-printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&9
-timeout 60 cat <&9 >"$2.raw"
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hp" >&9 2>/dev/null
+timeout 60 cat <&9 >"$2.raw" 2>/dev/null
 head -n 1 "$2.raw" | grep -q '^HTTP/1\.[01] 200' || exit 1
 hdr=$(sed '/^\r$/q' "$2.raw" | wc -c)
 tail -c +$((hdr + 1)) "$2.raw" >"$2"
 EOF
 get() { in_ns "$1" bash "$tmp/get.sh" "$2" "$3"; }
+# Long-running programs in a host: nsenter execs them, so $! is the program itself and the
+# cleanup's kill reaches it (a wrapper's pid would leave it running after the lab is gone).
+bg_in() {
+	local ns=$1
+	shift
+	nsenter --net="/run/netns/wpg-$ns" "$@" &
+	pids+=($!)
+}
 node_opts=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --no-upnp --no-mqtt --no-bpf)
 # With the lab's nickname server the expose side registers srv.p2p and forward finds it by name.
 [ -n "${WPG_NAMES:-}" ] && node_opts+=(--nameserver "$WPG_NAMES,$WPG_NAMES_KEY")
@@ -58,24 +66,21 @@ node_opts=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --no-upnp --no-mqtt --no-bpf)
 mkdir -p "$tmp/www"
 echo "hello across two NATs" >"$tmp/www/index.html"
 head -c 4000000 /dev/urandom >"$tmp/www/big.bin"
-in_ns h2a busybox httpd -f -p 127.0.0.1:8080 -h "$tmp/www" &
-pids+=($!)
+bg_in h2a busybox httpd -f -p 127.0.0.1:8080 -h "$tmp/www"
 
 fkey=$(WARPGATE_HOME=$tmp/f "$W" id --name fwd 2>/dev/null)
-in_ns h2a env WARPGATE_HOME="$tmp/e" "$W" expose "${node_opts[@]}" --name srv 8080 --allow "$fkey" \
-	>"$tmp/ex.out" 2>"$tmp/ex.err" &
+bg_in h2a env WARPGATE_HOME="$tmp/e" "$W" expose "${node_opts[@]}" --name srv 8080 \
+	--allow "$fkey" >"$tmp/ex.out" 2>"$tmp/ex.err"
 epid=$!
-pids+=($epid)
 addr=$(first_line "$tmp/ex.out" $epid)
 check "expose behind the full cone prints its address" grep -q '^wg1\.' <<<"$addr"
 dec=$("$W" addr --decode "$addr" --json)
 check "its address carries the NAT's public address ($WPG_R2_PUBLIC)" \
 	grep -q "\"ext\": \"$WPG_R2_PUBLIC\"" <<<"$dec"
 
-in_ns h1a env WARPGATE_HOME="$tmp/f" "$W" forward -v "${node_opts[@]}" --name fwd "$addr" \
-	0:localhost:8080 >"$tmp/fw.out" 2>"$tmp/fw.err" &
+bg_in h1a env WARPGATE_HOME="$tmp/f" "$W" forward -v "${node_opts[@]}" --name fwd "$addr" \
+	0:localhost:8080 >"$tmp/fw.out" 2>"$tmp/fw.err"
 fpid=$!
-pids+=($fpid)
 ep=$(first_line "$tmp/fw.out" $fpid)
 check "forward behind the port-restricted NAT opens a pipe" grep -Eq '^127\.0\.0\.1:[0-9]+$' <<<"$ep"
 check "... a direct one, to the full cone's public address" \
@@ -88,10 +93,9 @@ get h1a "$ep/big.bin" "$tmp/got.bin"
 check "4 MB body intact across two NATs" cmp -s "$tmp/got.bin" "$tmp/www/big.bin"
 
 # A port the expose side does not expose: the connection is reset, both sides say why.
-in_ns h1a env WARPGATE_HOME="$tmp/f" "$W" forward "${node_opts[@]}" --name fwd \
-	"$addr" 0:127.0.0.1:22 >"$tmp/fw2.out" 2>"$tmp/fw2.err" &
+bg_in h1a env WARPGATE_HOME="$tmp/f" "$W" forward "${node_opts[@]}" --name fwd \
+	"$addr" 0:127.0.0.1:22 >"$tmp/fw2.out" 2>"$tmp/fw2.err"
 f2pid=$!
-pids+=($f2pid)
 ep2=$(first_line "$tmp/fw2.out" $f2pid)
 get h1a "$ep2/" "$tmp/none" || true
 check "unexposed port: no HTTP answer" [ ! -s "$tmp/none" ]
@@ -109,10 +113,9 @@ check "unlisted key across the NATs: exit 1, refused in the handshake" \
 
 # By name, through the nickname server.
 if [ -n "${WPG_NAMES:-}" ]; then
-	in_ns h1a env WARPGATE_HOME="$tmp/f" "$W" forward "${node_opts[@]}" --name fwd srv \
-		0:127.0.0.1:8080 >"$tmp/fw3.out" 2>"$tmp/fw3.err" &
+	bg_in h1a env WARPGATE_HOME="$tmp/f" "$W" forward "${node_opts[@]}" --name fwd srv \
+		0:127.0.0.1:8080 >"$tmp/fw3.out" 2>"$tmp/fw3.err"
 	f3pid=$!
-	pids+=($f3pid)
 	ep3=$(first_line "$tmp/fw3.out" $f3pid)
 	get h1a "$ep3/index.html" "$tmp/got3.html"
 	check "forward to the name srv (resolved by the nickname server) across two NATs" \
@@ -125,5 +128,9 @@ fi
 
 kill $f2pid $fpid $epid
 wait $f2pid $fpid $epid 2>/dev/null
+kill "${pids[@]}" 2>/dev/null
+wait "${pids[@]}" 2>/dev/null
+none_alive() { local p; for p in "$@"; do ! alive "$p" || return 1; done; }
+check "every process it started has exited" none_alive "${pids[@]}"
 check "no sanitizer reports" not grep -l "Sanitizer\|runtime error" "$tmp"/*.err
 tap_done
