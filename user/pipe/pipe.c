@@ -914,12 +914,27 @@ static void pipe_keepalive(struct warp_pipe *p, uint64_t now)
 	p->next_ping_ns = now + (uint64_t)p->keepalive_ms * 1000000ull;
 }
 
+/* Pings the kernel answered never reach us, but prove the peer alive: the keepalive map's
+ * last-seen time counts as traffic before the idle timer may end the pipe. */
+static void ka_liveness(struct warp_pipe *p)
+{
+	struct warp_ka_entry e;
+
+	if (!p->ka_installed || !p->node->fastpath ||
+	    warp_fp_ka_get(p->node->fastpath, p->local_cid, &e) ||
+	    e.last_seen_ns <= p->last_rx_ns)
+		return;
+	p->last_rx_ns = e.last_seen_ns;
+	warp_stream_touch(p->stream, e.last_seen_ns);
+}
+
 static void pipe_timer(struct warp_timer *t, void *user)
 {
 	struct warp_pipe *p = user;
 	uint64_t now = warp_time_ns();
 
 	pipe_get(p);
+	ka_liveness(p);
 	warp_stream_on_timer(p->stream, now);
 	if (p->open && p->app_idle_ns && now - p->last_msg_ns >= p->app_idle_ns) {
 		pr_debug("pipe idle for %llu ms: closing",
