@@ -663,6 +663,15 @@ static void fill_route(struct netstate *ns, struct warp_addr_route *r)
 		/* Only an endpoint-independent mapping gives every peer the same port. */
 		if (eim)
 			r->ext_udp_port = warp_ep_port(sa);
+	} else if (rep && !rep->udp && rep->tcp && rep->tcp_external.ss_family) {
+		/* UDP is blocked but STUN over TCP answered: the external address is known. */
+		const struct sockaddr *sa = (struct sockaddr *)&rep->tcp_external;
+
+		r->has_ext = true;
+		memcpy(r->ext_addr,
+		       sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+						: (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
+		       alen);
 	} else if (rep && rep->n_external) {
 		const struct sockaddr *sa = (struct sockaddr *)&rep->external[0];
 

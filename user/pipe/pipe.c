@@ -59,6 +59,8 @@ struct pipe_ctx {
 	void *probe_user;
 	pipe_inbound_fn inbound_fn;
 	void *inbound_user;
+	int inbound_expected;
+	pipe_fd_acceptor_fn fd_acceptor;
 	struct list_head orphans;       /* accepted TCP paths waiting for their INIT */
 	/* UDP send batch: packets of one pipe flush go out in one sendmmsg */
 	uint8_t *batch_buf;
@@ -601,7 +603,7 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 	struct warp_hs_init_info info;
 	struct warp_hs_cfg cfg = { 0 };
 	struct pipe_hs *h;
-	struct pipe_path *path;
+	struct pipe_path *path, *relay = NULL;
 	uint8_t out[WARP_HS_OUT_MAX], addr[18];
 	int rc;
 
@@ -612,9 +614,16 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 		hs_input(h, pkt, len);
 		return;
 	}
-	if (!node->accept_cb) {
+	if (!node->accept_cb && !ctx->inbound_expected) {
 		pr_debug("inbound handshake refused: not listening");
 		return;
+	}
+	/* On a relay's socket: the relay makes the path the answer goes back on. */
+	if (!via && fd >= 0 && ctx->fd_acceptor) {
+		relay = ctx->fd_acceptor(node, fd, src);
+		if (!relay)
+			return; /* own sockets belong to their dials */
+		via = relay;
 	}
 	warp_ep_addr16(src, addr);
 	memcpy(addr + 16, &((const struct sockaddr_in *)src)->sin_port, 2);
@@ -623,16 +632,17 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 	if (rc > 0) {
 		if (via)
 			path_send(via, out, (size_t)rc);
-		else if (fd >= 0)
-			warp_sock_sendto(fd, out, (size_t)rc, src, NULL, 0);
 		else
 			node_send(node, out, (size_t)rc, src, dst, ifindex);
+		pipe_path_free(relay);
 		return;
 	}
-	if (rc < 0)
+	if (rc < 0) {
+		pipe_path_free(relay);
 		return;
+	}
 	if (via) {
-		path = via; /* TCP connection: the handshake owns it from now on */
+		path = via; /* TCP connection or relay: the handshake owns it from now on */
 	} else if (fd >= 0) {
 		return; /* own sockets belong to dials; inbound handshakes use the node's */
 	} else {
@@ -648,7 +658,7 @@ static void rx_init(struct pipe_ctx *ctx, struct pipe_path *via, const uint8_t *
 	node_new_cid(node, cfg.local_cid);
 	h = hs_new(ctx, path, &cfg);
 	if (!h) {
-		if (!via)
+		if (!via || relay)
 			pipe_path_free(path);
 		return;
 	}
@@ -1415,6 +1425,16 @@ void pipe_set_inbound_hook(struct warp_node *node, pipe_inbound_fn fn, void *use
 {
 	ctx_of(node)->inbound_fn = fn;
 	ctx_of(node)->inbound_user = user;
+}
+
+void pipe_expect_inbound(struct warp_node *node, int delta)
+{
+	ctx_of(node)->inbound_expected += delta;
+}
+
+void pipe_set_fd_acceptor(struct warp_node *node, pipe_fd_acceptor_fn fn)
+{
+	ctx_of(node)->fd_acceptor = fn;
 }
 
 void pipe_deliver_inbound(struct warp_node *node, struct warp_pipe *p)

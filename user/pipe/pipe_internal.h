@@ -100,6 +100,14 @@ void pipe_put(struct warp_pipe *pipe);
  * owns the reference it was given). */
 typedef bool (*pipe_inbound_fn)(struct warp_node *node, struct warp_pipe *pipe, void *user);
 void pipe_set_inbound_hook(struct warp_node *node, pipe_inbound_fn fn, void *user);
+/* A traversal attempt expects the peer to connect to us (delta +1 / -1): inbound handshakes
+ * are then accepted even when the node does not listen; pipes nobody claims are closed. */
+void pipe_expect_inbound(struct warp_node *node, int delta);
+/* Inbound handshakes arriving on a socket that is not the node's (a relay allocation's):
+ * fn makes the path to answer on, or returns NULL when fd is none of its sockets. */
+typedef struct pipe_path *(*pipe_fd_acceptor_fn)(struct warp_node *node, int fd,
+						 const struct sockaddr *src);
+void pipe_set_fd_acceptor(struct warp_node *node, pipe_fd_acceptor_fn fn);
 /* Hands a pipe made by a passive traversal side (it dialled back, or punched) to the node as
  * an inbound peer: the inbound hook first, then the accept callback. */
 void pipe_deliver_inbound(struct warp_node *node, struct warp_pipe *pipe);

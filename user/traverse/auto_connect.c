@@ -166,6 +166,7 @@ static void finish(struct warp_connect *c, struct warp_pipe *pipe, int err)
 		c->res.path = info.path;
 		snprintf(c->res.strategy, sizeof(c->res.strategy), "%s", info.strategy);
 	}
+	list_del(&c->node_link);
 	c->cb(c, pipe, &c->res, c->user);
 	free_attempts(c);
 	warp_timer_free(c->deadline);
@@ -275,6 +276,7 @@ struct warp_connect *warp_connect_start(struct warp_node *node, const struct war
 		return NULL;
 	}
 	warp_timer_arm_ms(c->deadline, timeout);
+	tv_track_connect(node, c);
 	if (!memcmp(to->pubkey, warp_identity_pubkey(node->id), WARP_PUBKEY_LEN))
 		pr_warn("connecting to our own identity");
 	for (size_t i = 0; i < sizeof(strategies) / sizeof(strategies[0]); i++) {
@@ -295,6 +297,7 @@ struct warp_connect *warp_connect_start(struct warp_node *node, const struct war
 void warp_connect_cancel(struct warp_connect *c)
 {
 	c->cb = NULL;
+	list_del(&c->node_link);
 	free_attempts(c);
 	warp_timer_free(c->deadline);
 	free(c);

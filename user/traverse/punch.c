@@ -379,7 +379,6 @@ struct punch_node {
 	struct list_head sessions;
 	int users;
 	int holds;
-	bool accepting;
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -633,23 +632,15 @@ void punch_sample_cancel(struct punch_sample *s)
 
 /* ------------------------------------------------------------------ inbound acceptance */
 
-static void refuse_inbound(struct warp_node *node, struct warp_pipe *pipe, void *user)
-{
-	/* Only the claimed peer was expected; we do not listen. */
-	warp_pipe_close(pipe);
-	warp_pipe_release(pipe);
-}
-
 struct punch_node *punch_accept_hold(struct warp_node *node)
 {
 	struct punch_node *pn = pn_get(node);
 
 	if (!pn)
 		return NULL;
-	if (pn->holds++ == 0 && !node->accept_cb) {
-		warp_node_on_accept(node, refuse_inbound, NULL);
-		pn->accepting = true;
-	}
+	/* The attempt's inbound claim already makes the pipe layer accept the peer's
+	 * handshake (and close pipes nobody claims); the hold only pins the session. */
+	pn->holds++;
 	return pn;
 }
 
@@ -657,12 +648,7 @@ void punch_accept_release(struct punch_node *pn)
 {
 	if (!pn)
 		return;
-	if (--pn->holds == 0 && pn->accepting) {
-		/* Unless the application started listening meanwhile. */
-		if (pn->node->accept_cb == refuse_inbound)
-			warp_node_on_accept(pn->node, NULL, NULL);
-		pn->accepting = false;
-	}
+	pn->holds--;
 	pn_put(pn);
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "net/endpoint.h"
+#include "node/netstate.h"
 #include "traverse/traverse.h"
 
 bool tv_route_endpoint(const struct warp_addr_route *r, bool tcp, bool external,
@@ -19,10 +20,18 @@ bool tv_route_endpoint(const struct warp_addr_route *r, bool tcp, bool external,
 	int fam = r->family == 4 ? AF_INET : AF_INET6;
 	uint16_t port = tcp ? r->tcp_port : r->udp_port;
 
+	if (!tcp && (r->flags & WARP_ROUTE_F_UDP_BLOCKED))
+		return false;
 	if (external) {
 		uint16_t ext = tcp ? r->ext_tcp_port : r->ext_udp_port;
 
 		if (!r->has_ext)
+			return false;
+		/* Guessing "external address + local port" only makes sense when the NAT keeps
+		 * one mapping for every destination; an endpoint-dependent NAT allocates a new
+		 * port for us, and the dial would wait out its whole timeout. */
+		if (!ext && (r->mapping == WARP_ADDR_BEH_AD || r->mapping == WARP_ADDR_BEH_APD ||
+			     r->nat == WARP_ADDR_NAT_SYMMETRIC))
 			return false;
 		/* Unknown external port: NATs that keep ports (and open hosts) use the same. */
 		warp_ep_from_raw(out, fam, r->ext_addr, ext ? ext : port, 0);
@@ -143,6 +152,13 @@ int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_comb
 				/* A public address without NAT. */
 				fill(&out[n++], fam, "internet", tcp, &ep, rroute, WARP_PATH_DIRECT);
 		}
+	}
+	/* Our own NAT drops UDP to the internet: only local paths are worth a UDP dial. */
+	if (!tcp) {
+		const struct warp_nat_report *rep = node_nat_report(node, fam);
+
+		if (rep && !rep->udp)
+			return n;
 	}
 	if (r->has_ext && n < max && tv_route_endpoint(r, tcp, true, &ep)) {
 		bool dup = false;

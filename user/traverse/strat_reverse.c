@@ -49,10 +49,8 @@ static void reverse_plan(struct warp_connect *c)
 	combo.route = "internet";
 	combo.cls = WARP_PATH_DIRECT;
 	combo.rroute = -1;
-	if (!node_signal(c->node) || !c->node->accept_cb) {
-		tv_skip(c, &tv_reverse, &combo, "%s",
-			!node_signal(c->node) ? "no signalling brokers configured"
-					      : "not listening: the peer's pipe would be refused");
+	if (!node_signal(c->node)) {
+		tv_skip(c, &tv_reverse, &combo, "no signalling brokers configured");
 		return;
 	}
 	if (!tv_peer_brokers(&c->to, b, WARP_ADDR_MAX_HINTS)) {

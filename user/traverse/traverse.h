@@ -73,6 +73,7 @@ struct warp_connect {
 	bool finished;
 	int depth;                      /* re-entrancy guard for finishing inside callbacks */
 	struct list_head attempts;
+	struct list_head node_link;     /* the node's running connects */
 	struct warp_timer *deadline;
 	warp_connect_cb cb;
 	void *user;
@@ -125,6 +126,7 @@ void tv_passive_add(struct warp_node *node, struct tv_passive *ps);
 void tv_passive_del(struct tv_passive *ps);
 struct tv_passive *tv_passive_find(struct warp_node *node, const uint8_t attempt[16]);
 
+void tv_track_connect(struct warp_node *node, struct warp_connect *c);
 int traverse_node_start(struct warp_node *node);
 void traverse_node_stop(struct warp_node *node);
 

@@ -15,6 +15,7 @@
 #include "net/endpoint.h"
 #include "node/netstate.h"
 #include "pipe/pipe_internal.h"
+#include "relay/turn_path.h"
 #include "signal/signal.h"
 #include "traverse/traverse.h"
 
@@ -22,6 +23,7 @@ struct tv_node {
 	struct warp_node *node;
 	struct list_head claims;
 	struct list_head passive;
+	struct list_head connects;      /* running warp_connect, cancelled on node close */
 };
 
 struct tv_claim {
@@ -81,6 +83,7 @@ static bool on_inbound(struct warp_node *node, struct warp_pipe *pipe, void *use
 
 		if (!memcmp(cl->key, pipe_peer_key(pipe), WARP_PUBKEY_LEN)) {
 			list_del(&cl->link);
+			pipe_expect_inbound(node, -1);
 			cl->cb(cl, pipe, cl->user);
 			free(cl);
 			return true;
@@ -107,6 +110,7 @@ struct tv_claim *tv_claim_inbound(struct warp_node *node, const uint8_t key[WARP
 	cl->cb = cb;
 	cl->user = user;
 	list_add_tail(&cl->link, &tn->claims);
+	pipe_expect_inbound(node, 1);
 	return cl;
 }
 
@@ -115,7 +119,18 @@ void tv_claim_cancel(struct tv_claim *cl)
 	if (!cl)
 		return;
 	list_del(&cl->link);
+	pipe_expect_inbound(cl->tn->node, -1);
 	free(cl);
+}
+
+void tv_track_connect(struct warp_node *node, struct warp_connect *c)
+{
+	struct tv_node *tn = tn_of(node);
+
+	if (tn)
+		list_add_tail(&c->node_link, &tn->connects);
+	else
+		list_init(&c->node_link);
 }
 
 /* ---- passive sessions ---- */
@@ -196,8 +211,10 @@ int traverse_node_start(struct warp_node *node)
 	tn->node = node;
 	list_init(&tn->claims);
 	list_init(&tn->passive);
+	list_init(&tn->connects);
 	node->traverse = tn;
 	pipe_set_inbound_hook(node, on_inbound, tn);
+	pipe_set_fd_acceptor(node, turn_path_inbound);
 	if (sig) {
 		warp_signal_on(sig, WARP_SIG_CONNECT_BACK, on_offer, node);
 		warp_signal_on(sig, WARP_SIG_PUNCH_OFFER, on_offer, node);
@@ -214,6 +231,9 @@ void traverse_node_stop(struct warp_node *node)
 
 	if (!tn)
 		return;
+	/* Connects still running (their callers gave up on them): free their sockets. */
+	list_for_each_safe(pos, tmp, &tn->connects)
+		warp_connect_cancel(list_entry(pos, struct warp_connect, node_link));
 	list_for_each_safe(pos, tmp, &tn->passive) {
 		struct tv_passive *ps = list_entry(pos, struct tv_passive, link);
 
