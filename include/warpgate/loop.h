@@ -35,7 +35,8 @@ typedef void (*warp_call_cb)(void *user);
 typedef bool (*warp_done_cb)(void *user);
 
 struct warp_loop *warp_loop_new(void);
-/* Frees the loop; timers and fds still registered are dropped (fds are not closed). */
+/* Frees the loop; deferred and posted calls still queued run once first; timers and fds
+ * still registered are dropped (fds are not closed). */
 void warp_loop_free(struct warp_loop *loop);
 
 int warp_loop_add_fd(struct warp_loop *loop, int fd, unsigned int events, warp_io_cb cb,

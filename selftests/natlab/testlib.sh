@@ -79,3 +79,25 @@ kv() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }
 num_between() {
 	[ -n "$1" ] && [ "$(echo "$1 >= $2 && $1 <= $3" | bc)" = 1 ]
 }
+
+# bg_ns NAME CMD...: run CMD in a lab namespace in the background; BG_PID is CMD's own pid
+# (backgrounding a shell function would give the pid of a subshell, which a kill would not
+# pass on).  Redirect with: bg_ns h1a cmd >out 2>err.
+bg_ns() {
+	local ns=$1
+	shift
+	"$NATLAB" exec "$ns" "$@" &
+	BG_PID=$!
+}
+
+# stop_pid PID: SIGTERM, up to 5 s for a clean exit, then SIGKILL; returns the exit status.
+stop_pid() {
+	local pid=$1 i
+	kill "$pid" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}

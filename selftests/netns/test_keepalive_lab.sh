@@ -12,7 +12,7 @@ natlab_setup
 W=$WARP_BUILD/bin/warpgate
 tmp=$(mktemp -d /tmp/wpg-ka.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; wait 2>/dev/null; natlab_cleanup; rm -rf "$tmp"; }
+cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; stop_pid "$p"; done; natlab_cleanup; rm -rf "$tmp"; }
 trap cleanup EXIT
 stop_secs=${WARP_KA_TEST_SECS:-60}
 
@@ -23,17 +23,18 @@ C=(--stun "$WPG_STUN1" --stun "$WPG_STUN2" --no-upnp)
 echo '{"keepalive_ms": 1000}' >"$tmp/ka1.json"
 echo '{"keepalive_ms": 30000}' >"$tmp/ka30.json"
 
-# listen HOST CONFIG [extra args]: starts alice, prints her address
+# start_alice HOST CONFIG [extra args]: starts alice; sets apid and addr (not in a $(...)
+# subshell: the pid must reach this shell)
 start_alice() {
 	local h=$1 conf=$2
 	shift 2
 	: >"$tmp/alice.out"
-	in_ns "$h" env WARPGATE_HOME="$tmp/alice" "$W" listen alice --echo --config "$conf" \
-		"${C[@]}" "$@" >"$tmp/alice.out" 2>"$tmp/alice.err" &
-	apid=$!
+	bg_ns "$h" env WARPGATE_HOME="$tmp/alice" WARPGATE_LOG=info "$W" listen alice --echo --config "$conf" \
+		"${C[@]}" "$@" >"$tmp/alice.out" 2>"$tmp/alice.err"
+	apid=$BG_PID
 	pids+=("$apid")
 	for _ in $(seq 150); do [ -s "$tmp/alice.out" ] && break; sleep 0.1; done
-	head -n 1 "$tmp/alice.out"
+	addr=$(head -n 1 "$tmp/alice.out")
 }
 
 # talk ADDR CONFIG IDLE: "a", IDLE seconds of silence, "b"; prints the replies
@@ -45,22 +46,22 @@ talk() {
 }
 
 # ---- 1: 2 s conntrack timeout, 10 s idle
-addr=$(start_alice h1a "$tmp/ka1.json")
+start_alice h1a "$tmp/ka1.json"
 check "alice listens behind a full-cone NAT with 2 s UDP timeouts" grep -q '^wg1\.' <<<"$addr"
 out=$(talk "$addr" "$tmp/ka1.json" 10)
 check "1 s keepalives: the pipe survives 10 s idle (replies: $(tr '\n' ' ' <<<"$out"))" \
 	[ "$out" = "$(printf 'echo:a\necho:b')" ]
-kill "$apid"; wait "$apid" 2>/dev/null
-addr=$(start_alice h1a "$tmp/ka30.json")
+stop_pid "$apid"
+start_alice h1a "$tmp/ka30.json"
 out=$(talk "$addr" "$tmp/ka30.json" 10)
 check "control, 30 s keepalives: the mapping expires and the second message is lost" \
 	[ "$out" != "$(printf 'echo:a\necho:b')" ]
-kill "$apid"; wait "$apid" 2>/dev/null
+stop_pid "$apid"
 
 # ---- 2: the listener stopped, the kernel answers
 stopped_run() { # bpf-flag seconds -> replies
 	local flag=$1 secs=$2 out
-	addr=$(start_alice h1a "$tmp/ka1.json" $flag)
+	start_alice h1a "$tmp/ka1.json" $flag
 	{
 		echo a
 		sleep 2
@@ -72,11 +73,10 @@ stopped_run() { # bpf-flag seconds -> replies
 		sleep 3
 	} | in_ns h2a env WARPGATE_HOME="$tmp/bob" timeout $((secs + 40)) "$W" connect "$addr" \
 		--config "$tmp/ka1.json" "${C[@]}" --no-bpf 2>"$tmp/bob.err"
-	kill "$apid" 2>/dev/null
-	wait "$apid" 2>/dev/null
+	stop_pid "$apid"
 }
 out=$(stopped_run "" "$stop_secs")
-bpf=$(grep -o 'bpf: [a-z]*[^"]*' "$tmp/alice.err" | head -n 1)
+bpf=$(grep -o 'bpf: \(active\|off\)[^"]*' "$tmp/alice.err" | head -n 1)
 if grep -q "bpf: active" <<<"$bpf"; then
 	check "listener stopped ${stop_secs}s, pings answered in the kernel: pipe alive after (replies: $(tr '\n' ' ' <<<"$out"))" \
 		[ "$out" = "$(printf 'echo:a\necho:b')" ]

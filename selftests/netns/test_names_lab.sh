@@ -10,7 +10,7 @@ W=$WARP_BUILD/bin/warpgate
 [ -x "$WARP_BUILD/bin/namebumpd" ] || skip_all "namebumpd not built"
 tmp=$(mktemp -d /tmp/wpg-names.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; natlab_cleanup; rm -rf "$tmp"; }
+cleanup() { for p in "${pids[@]}"; do stop_pid "$p"; done; natlab_cleanup; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 lab up full-cone port-restricted:2 >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; skip_all "natlab up failed"; }
@@ -22,8 +22,8 @@ wg() { local h=$1; shift; in_ns "$h" env WARPGATE_HOME="$tmp/$h" "$W" "$@"; }
 listen() { # host name logfile-prefix args...
 	local h=$1 name=$2 out=$3
 	shift 3
-	wg "$h" listen "$name" --echo "$@" >"$out.out" 2>"$out.err" &
-	pids+=($!)
+	bg_ns "$h" env WARPGATE_HOME="$tmp/$h" "$W" listen "$name" --echo "$@" >"$out.out" 2>"$out.err"
+	pids+=("$BG_PID")
 	for _ in $(seq 150); do [ -s "$out.out" ] && return 0; sleep 0.1; done
 	return 1
 }

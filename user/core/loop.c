@@ -141,10 +141,18 @@ static void free_queue(struct call_queue *q)
 	q->head = q->tail = NULL;
 }
 
+static int run_deferred(struct warp_loop *loop);
+
 void warp_loop_free(struct warp_loop *loop)
 {
 	if (!loop)
 		return;
+	/* Deferred and posted calls still queued own what they were given (results of worker
+	 * threads, references): run them once so those are released, not leaked. */
+	for (int round = 0; round < 4 && (loop->defer.head || loop->posted.head); round++) {
+		evfd_read(loop, loop->evfd, WARP_EV_READ, NULL);
+		run_deferred(loop);
+	}
 	for (size_t i = 0; i < loop->heap_len; i++)
 		loop->heap[i]->slot = NO_SLOT;
 	free(loop->heap);

@@ -198,6 +198,7 @@ struct worker {
 	pthread_cond_t cond;
 	struct job *head, *tail;
 	bool quit;
+	bool abandon; /* another method won the race: do not add a mapping any more */
 	/* IGD found over IPv4 (port mappings) and over IPv6 (pinholes: miniupnpd and the spec
 	 * want the pinhole requested from the internal IPv6 address itself) */
 	struct igd igd4, igd6;
@@ -362,7 +363,8 @@ static void upnp_map(struct worker *w, bool renew)
 		return;
 	res->job = renew ? JOB_RENEW : JOB_ADD;
 	err = upnp_discover(w, &w->igd4, false);
-	if (!err && __atomic_load_n(&w->quit, __ATOMIC_ACQUIRE))
+	if (!err && (__atomic_load_n(&w->quit, __ATOMIC_ACQUIRE) ||
+		     (!renew && __atomic_load_n(&w->abandon, __ATOMIC_ACQUIRE))))
 		err = -ECANCELED;
 	if (!err) {
 		uint16_t want = renew		       ? w->ext_port
@@ -539,7 +541,8 @@ static void natpmp_map(struct worker *w, bool renew)
 		extip[0] = '\0'; /* some gateways only map; carry on */
 	if (err == -ETIMEDOUT && !renew)
 		goto out; /* nobody speaks NAT-PMP here */
-	if (__atomic_load_n(&w->quit, __ATOMIC_ACQUIRE)) {
+	if (__atomic_load_n(&w->quit, __ATOMIC_ACQUIRE) ||
+	    (!renew && __atomic_load_n(&w->abandon, __ATOMIC_ACQUIRE))) {
 		err = -ECANCELED;
 		goto out;
 	}
@@ -752,6 +755,11 @@ static void handle(struct warp_portmap *pm, const struct result *res)
 				       res->status ? NULL : (const struct sockaddr *)&res->ext);
 	switch (act) {
 	case WARP_PORTMAP_WIN:
+		/* The slower method must not add a second rule for the same port: on the
+		 * gateways that speak both, deleting it later would take ours down too. */
+		for (unsigned int i = 0; i < pm->nw; i++)
+			if (i != res->idx)
+				__atomic_store_n(&pm->w[i].abandon, true, __ATOMIC_RELEASE);
 		pm->have = true;
 		pm->cur.method = method;
 		pm->cur.external = res->ext;
@@ -765,7 +773,11 @@ static void handle(struct warp_portmap *pm, const struct result *res)
 		emit(pm, WARP_PORTMAP_MAPPED, method, res, 0);
 		break;
 	case WARP_PORTMAP_DELETE_LOSER:
-		enqueue(&pm->w[res->idx], JOB_DELETE);
+		/* The same external endpoint is the same rule (one gateway, two protocols):
+		 * deleting it would remove the winner's; it goes when the winner's does. */
+		if (pm->have && !nat_sa_equal((const struct sockaddr *)&res->ext,
+						 (const struct sockaddr *)&pm->cur.external))
+			enqueue(&pm->w[res->idx], JOB_DELETE);
 		break;
 	case WARP_PORTMAP_ALL_FAILED:
 		emit(pm, WARP_PORTMAP_FAILED, 0, NULL, pm->last_err ? pm->last_err : res->status);
