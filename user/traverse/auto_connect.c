@@ -261,6 +261,7 @@ struct warp_connect *warp_connect_start(struct warp_node *node, const struct war
 	c->cb = cb;
 	c->user = user;
 	c->t0 = warp_time_ns();
+	c->on_link = -1;
 	list_init(&c->attempts);
 	c->strategies = c->opts.strategies ? c->opts.strategies
 					   : node->conf.strategies ? node->conf.strategies

@@ -80,6 +80,58 @@ static bool own_ext(struct warp_node *node, uint8_t family, uint8_t out[16])
 	return false;
 }
 
+/* Does a non-link-local route of the peer sit on one of our subnets? */
+static bool route_on_our_subnet(struct warp_node *node, const struct warp_addr_route *r)
+{
+	int fam = r->family == 4 ? AF_INET : AF_INET6;
+
+	for (size_t i = 0; i < node->ifs.n; i++) {
+		const struct warp_iface *f = &node->ifs.ifs[i];
+
+		if (f->flags & IFF_LOOPBACK)
+			continue;
+		for (size_t j = 0; j < f->naddrs; j++) {
+			const struct warp_ifaddr *a = &f->addrs[j];
+			unsigned int bits = a->prefix_len < r->prefix_len ? a->prefix_len
+									   : r->prefix_len;
+
+			if (a->family == fam && a->scope == RT_SCOPE_UNIVERSE && bits &&
+			    same_prefix((const uint8_t *)&a->addr, r->nic_addr, bits))
+				return true;
+		}
+	}
+	return false;
+}
+
+static bool own_ext(struct warp_node *node, uint8_t family, uint8_t out[16]);
+
+/* Link-local addresses only mean something on a shared link: try them when the peer has a
+ * route on one of our subnets, the same external address, or nothing but link-local. */
+static bool peer_on_link(struct warp_connect *c)
+{
+	bool only_ll = true;
+	uint8_t ext[16];
+
+	if (c->on_link >= 0)
+		return c->on_link;
+	c->on_link = 0;
+	for (size_t i = 0; i < c->to.nroutes; i++) {
+		const struct warp_addr_route *r = &c->to.routes[i];
+		bool ll = r->family == 6 && r->nic_addr[0] == 0xfe && (r->nic_addr[1] & 0xc0) == 0x80;
+
+		if (ll || (r->flags & WARP_ROUTE_F_LOOPBACK))
+			continue;
+		only_ll = false;
+		if (route_on_our_subnet(c->node, r) ||
+		    (r->has_ext && own_ext(c->node, r->family, ext) &&
+		     !memcmp(ext, r->ext_addr, r->family == 4 ? 4 : 16)))
+			c->on_link = 1;
+	}
+	if (only_ll)
+		c->on_link = 1;
+	return c->on_link;
+}
+
 int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_combo *out, int max)
 {
 	const struct warp_addr_route *r = &c->to.routes[rroute];
@@ -107,7 +159,7 @@ int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_comb
 
 		if (fam == AF_INET6 && warp_ep_is_linklocal(sa)) {
 			/* Link-local: try it on every interface that has a link-local address. */
-			for (size_t i = 0; i < node->ifs.n && n < max; i++) {
+			for (size_t i = 0; peer_on_link(c) && i < node->ifs.n && n < max; i++) {
 				const struct warp_iface *f = &node->ifs.ifs[i];
 
 				if (!(f->flags & IFF_UP) || (f->flags & IFF_LOOPBACK))

@@ -70,6 +70,7 @@ struct warp_connect {
 	uint32_t strategies;
 	uint64_t t0;
 	bool same_host;
+	int on_link;                    /* peer shares a link with us: -1 unknown yet, 0, 1 */
 	bool finished;
 	int depth;                      /* re-entrancy guard for finishing inside callbacks */
 	struct list_head attempts;
