@@ -49,8 +49,21 @@
 #define RESPONDER_COOKIE_THRESHOLD 256
 #define CLOSE_LINGER_MS   3000
 
+#define PIPE_MAX_CAND  4
+#define PIPE_MAX_HINTS 8
+
+/* Direct candidates of a peer learned while setting up a relay, for the pipe to come. */
+struct pipe_hint {
+	uint8_t key[WARP_PUBKEY_LEN];
+	struct sockaddr_storage eps[PIPE_MAX_CAND];
+	int n;
+	uint64_t expires;
+};
+
 struct pipe_ctx {
 	struct warp_node *node;
+	struct pipe_hint hints[PIPE_MAX_HINTS];
+	unsigned int next_hint;
 	struct node_rx_hook hook;
 	struct cidtab inits;            /* ephemeral key prefix -> responder pipe_hs */
 	struct warp_cookie_jar *jar;
@@ -120,6 +133,10 @@ struct warp_pipe {
 	int all_sub;           /* internal id of the WARP_SUB_ALL subscription (0: none) */
 	bool flush_pending;    /* a deferred flush is queued on the loop */
 	bool ka_installed;     /* the kernel answers this pipe's keepalive pings */
+	/* direct candidates pinged while the pipe relays */
+	struct sockaddr_storage cand[PIPE_MAX_CAND];
+	int ncand;
+	struct warp_timer *upgrade_timer;
 	bool half_close;
 	struct list_head sub_cbs;
 	uint64_t app_idle_ns;  /* close after this long without messages (0: never) */
@@ -137,6 +154,7 @@ struct sub_cb {
 static void pipe_kick(struct warp_pipe *p);
 static void pipe_free(struct warp_pipe *p);
 static void ka_sync(struct warp_pipe *p);
+static void apply_hints(struct warp_pipe *p);
 
 void pipe_get(struct warp_pipe *p)
 {
@@ -338,10 +356,20 @@ static int tcp_send(struct pipe_path *p, const uint8_t *pkt, size_t len)
 static int path_send(struct pipe_path *p, const uint8_t *pkt, size_t len)
 {
 	switch (p->kind) {
-	case PATH_UDP_SHARED:
-		return node_send(p->node, pkt, len, (struct sockaddr *)&p->remote,
-				 p->local.ss_family ? (struct sockaddr *)&p->local : NULL,
-				 p->ifindex);
+	case PATH_UDP_SHARED: {
+		int n = node_send(p->node, pkt, len, (struct sockaddr *)&p->remote,
+				  p->local.ss_family ? (struct sockaddr *)&p->local : NULL,
+				  p->ifindex);
+
+		/* Our address went away (roaming, DHCP): let the kernel pick the source. */
+		if ((n == -EINVAL || n == -EADDRNOTAVAIL || n == -ENETUNREACH) &&
+		    p->local.ss_family) {
+			memset(&p->local, 0, sizeof(p->local));
+			p->ifindex = 0;
+			n = node_send(p->node, pkt, len, (struct sockaddr *)&p->remote, NULL, 0);
+		}
+		return n;
+	}
 	case PATH_UDP_OWN:
 		return warp_sock_sendto(p->fd, pkt, len, (struct sockaddr *)&p->remote, NULL, 0);
 	case PATH_TCP:
@@ -681,6 +709,7 @@ static void pipe_free(struct warp_pipe *p)
 		free(list_entry(pos, struct sub_cb, link));
 	}
 	warp_timer_free(p->timer);
+	warp_timer_free(p->upgrade_timer);
 	warp_stream_free(p->stream);
 	warp_session_free(p->sess);
 	pipe_path_free(p->path);
@@ -704,6 +733,7 @@ static void pipe_unregister(struct warp_pipe *p)
 	if (e && e->obj == p)
 		free(cidtab_del(&p->node->cids, p->local_cid));
 	warp_timer_cancel(p->timer);
+	warp_timer_cancel(p->upgrade_timer);
 	if (p->path) {
 		pipe_path_free(p->path);
 		p->path = NULL;
@@ -779,6 +809,12 @@ static void batch_send(struct warp_pipe *p)
 		int n = warp_sock_sendmmsg(fd, ctx->batch + off, ctx->nbatch - off,
 					   (struct sockaddr *)&path->remote, src, path->ifindex);
 
+		if ((n == -EINVAL || n == -EADDRNOTAVAIL || n == -ENETUNREACH) && src) {
+			/* Our address went away (roaming): let the kernel pick the source. */
+			memset(&path->local, 0, sizeof(path->local));
+			path->ifindex = 0;
+			continue;
+		}
 		if (n <= 0) {
 			if (n < 0 && n != -EAGAIN)
 				pr_debug("sendmmsg: %s", warp_strerror(n));
@@ -1051,20 +1087,38 @@ static struct warp_pipe *pipe_create(struct pipe_hs *h)
 	h->path = NULL;
 	p->registered = true;
 	list_add_tail(&p->link, &node->pipes);
+	if (p->path->kind == PATH_RELAY)
+		apply_hints(p);
 	return p;
 fail:
 	pipe_free(p);
 	return NULL;
 }
 
-/* Authenticated traffic from a new address: the peer moved (NAT rebinding, roaming) or
- * answered on another path.  Follow it, like WireGuard's endpoint update. */
+/* Authenticated traffic from a new address on the node's own socket: the peer moved (NAT
+ * rebinding, roaming) or found a direct path while we still relay.  Follow it, like
+ * WireGuard's endpoint update: a UDP path just takes the new endpoint; a relayed pipe moves
+ * onto a direct path (relay -> direct upgrade).  Packets through a relay or over TCP never
+ * move a pipe. */
 static void maybe_follow(struct warp_pipe *p, const struct sockaddr *src,
-			 const struct sockaddr *dst, int ifindex, struct pipe_path *via)
+			 const struct sockaddr *dst, int ifindex, bool direct)
 {
 	char a[WARP_EP_STRLEN], b[WARP_EP_STRLEN];
+	struct pipe_path *np;
 
-	if (via || !p->path || p->path->kind != PATH_UDP_SHARED)
+	if (!direct || !p->path)
+		return;
+	if (p->path->kind == PATH_RELAY || p->path->kind == PATH_UDP_OWN) {
+		np = pipe_path_udp(p->node, src, dst, ifindex);
+		if (!np)
+			return;
+		np->cls = warp_ep_is_private(src) || warp_ep_is_linklocal(src) ? WARP_PATH_LOCAL
+										 : WARP_PATH_DIRECT;
+		if (pipe_migrate(p, np))
+			pipe_path_free(np);
+		return;
+	}
+	if (p->path->kind != PATH_UDP_SHARED)
 		return;
 	if (warp_ep_equal(src, (struct sockaddr *)&p->path->remote))
 		return;
@@ -1074,16 +1128,87 @@ static void maybe_follow(struct warp_pipe *p, const struct sockaddr *src,
 	memcpy(&p->path->remote, src, warp_ep_len(src));
 	if (dst)
 		memcpy(&p->path->local, dst, warp_ep_len(dst));
+	else
+		memset(&p->path->local, 0, sizeof(p->path->local));
 	p->path->ifindex = ifindex;
 	p->path_changes++;
 	if (p->ka_installed)
 		ka_sync(p); /* the kernel must answer the peer at its new endpoint */
 }
 
+/* ---- relay -> direct upgrade: while a pipe relays, ping the peer's direct candidates from
+ * the node socket; the first authenticated pong (or data) from one moves the pipe there. */
+
+#define UPGRADE_FAST_MS   1000
+#define UPGRADE_FAST_FOR  60000
+#define UPGRADE_SLOW_MS   10000
+
+static void upgrade_tick(struct warp_timer *t, void *user)
+{
+	struct warp_pipe *p = user;
+	uint8_t ping[WARP_PING_LEN];
+	uint64_t now = warp_time_ns();
+
+	if (!p->registered || !p->path || p->path->kind != PATH_RELAY || !p->ncand)
+		return;
+	for (int i = 0; i < p->ncand; i++)
+		if (warp_session_ping(p->sess, now, ping) == WARP_PING_LEN)
+			node_send(p->node, ping, sizeof(ping), (struct sockaddr *)&p->cand[i], NULL, 0);
+	warp_timer_arm_ms(t, now - p->created_ns < UPGRADE_FAST_FOR * 1000000ull ? UPGRADE_FAST_MS
+										   : UPGRADE_SLOW_MS);
+}
+
+int pipe_add_candidates(struct warp_pipe *p, const struct sockaddr_storage *eps, int n)
+{
+	for (int i = 0; i < n && p->ncand < PIPE_MAX_CAND; i++) {
+		bool dup = false;
+
+		for (int k = 0; k < p->ncand; k++)
+			dup |= warp_ep_equal((struct sockaddr *)&p->cand[k], (struct sockaddr *)&eps[i]);
+		if (!dup && node_udp_sock(p->node, eps[i].ss_family))
+			p->cand[p->ncand++] = eps[i];
+	}
+	if (!p->ncand || !p->path || p->path->kind != PATH_RELAY)
+		return 0;
+	if (!p->upgrade_timer)
+		p->upgrade_timer = warp_timer_new(p->node->loop, upgrade_tick, p);
+	if (!p->upgrade_timer)
+		return -ENOMEM;
+	if (!warp_timer_pending(p->upgrade_timer))
+		warp_timer_arm_ms(p->upgrade_timer, 0);
+	return 0;
+}
+
+void pipe_hint_candidates(struct warp_node *node, const uint8_t key[WARP_PUBKEY_LEN],
+			  const struct sockaddr_storage *eps, int n)
+{
+	struct pipe_ctx *ctx = ctx_of(node);
+	struct pipe_hint *h = &ctx->hints[ctx->next_hint++ % PIPE_MAX_HINTS];
+
+	memcpy(h->key, key, WARP_PUBKEY_LEN);
+	h->n = n < PIPE_MAX_CAND ? n : PIPE_MAX_CAND;
+	memcpy(h->eps, eps, (size_t)h->n * sizeof(*eps));
+	h->expires = warp_time_ns() + 60000000000ull;
+}
+
+static void apply_hints(struct warp_pipe *p)
+{
+	struct pipe_ctx *ctx = p->ctx;
+	uint64_t now = warp_time_ns();
+
+	for (int i = 0; i < PIPE_MAX_HINTS; i++) {
+		struct pipe_hint *h = &ctx->hints[i];
+
+		if (h->n && h->expires > now && !memcmp(h->key, p->peer_key, WARP_PUBKEY_LEN))
+			pipe_add_candidates(p, h->eps, h->n);
+	}
+}
+
 static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
 		    const struct sockaddr *src, const struct sockaddr *dst, int ifindex,
-		    struct pipe_path *via)
+		    struct pipe_path *via, int fd)
 {
+	bool direct = !via && fd < 0; /* on the node's own socket */
 	uint64_t now = warp_time_ns();
 	struct warp_rx_info info;
 	uint8_t *buf = p->ctx->buf;
@@ -1102,7 +1227,7 @@ static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
 		}
 		p->last_rx_ns = now;
 		p->unanswered = 0;
-		maybe_follow(p, src, dst, ifindex, via);
+		maybe_follow(p, src, dst, ifindex, direct);
 		if (type == WARP_PKT_CLOSE) {
 			int code = warp_close_code(buf, (size_t)n);
 
@@ -1118,8 +1243,13 @@ static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
 		break;
 	case WARP_PKT_PING:
 		if (warp_session_answer_ping(p->sess, pkt, len) == 0) {
-			maybe_follow(p, src, dst, ifindex, via);
-			pipe_send_packet(p, pkt, len);
+			/* Answer where the ping came from: a ping on another path is the peer
+			 * testing it (upgrade), not a move. */
+			if (direct && p->path && !(p->path->kind == PATH_UDP_SHARED &&
+						   warp_ep_equal(src, (struct sockaddr *)&p->path->remote)))
+				node_send(p->node, pkt, len, src, dst, ifindex);
+			else
+				pipe_send_packet(p, pkt, len);
 		}
 		break;
 	case WARP_PKT_PONG:
@@ -1129,6 +1259,9 @@ static void rx_pipe(struct warp_pipe *p, uint8_t type, uint8_t *pkt, size_t len,
 			if (!p->min_rtt_ns || rtt < p->min_rtt_ns)
 				p->min_rtt_ns = rtt;
 			warp_stream_touch(p->stream, now);
+			/* A pong over a direct path proves it works both ways: leave the relay. */
+			if (p->path && p->path->kind == PATH_RELAY)
+				maybe_follow(p, src, dst, ifindex, direct);
 		}
 		break;
 	case WARP_PKT_HS_INIT:
@@ -1183,7 +1316,7 @@ static void pipe_rx(struct pipe_ctx *ctx, struct pipe_path *via, uint8_t *pkt, s
 
 		if (p->path && p->path->kind == PATH_TCP && via != p->path)
 			return;
-		rx_pipe(p, type, pkt, len, src, dst, ifindex, via);
+		rx_pipe(p, type, pkt, len, src, dst, ifindex, via, fd);
 	}
 }
 
@@ -1827,6 +1960,8 @@ int pipe_migrate(struct warp_pipe *p, struct pipe_path *path)
 	p->path = path;
 	p->cls = path->cls;
 	p->path_changes++;
+	if (path->kind != PATH_RELAY)
+		warp_timer_cancel(p->upgrade_timer);
 	ka_sync(p);
 	pipe_kick(p);
 	return 0;

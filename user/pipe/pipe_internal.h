@@ -88,6 +88,11 @@ void pipe_dial_cancel(struct pipe_dial *d);
  * is released.  Messages in flight are retransmitted by the stream engine as needed. */
 int pipe_migrate(struct warp_pipe *pipe, struct pipe_path *path);
 struct pipe_path *pipe_current_path(const struct warp_pipe *pipe);
+/* Direct endpoints of the peer to try while the pipe relays (relay -> direct upgrade). */
+int pipe_add_candidates(struct warp_pipe *pipe, const struct sockaddr_storage *eps, int n);
+/* The same for a relayed pipe from key that does not exist yet (the answering side). */
+void pipe_hint_candidates(struct warp_node *node, const uint8_t key[WARP_PUBKEY_LEN],
+			  const struct sockaddr_storage *eps, int n);
 void pipe_set_strategy(struct warp_pipe *pipe, const char *strategy, enum warp_path_class cls);
 const uint8_t *pipe_peer_key(const struct warp_pipe *pipe);
 const uint8_t *pipe_local_cid(const struct warp_pipe *pipe);

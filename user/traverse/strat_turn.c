@@ -62,7 +62,30 @@ struct tn {
 	struct sockaddr_storage target;
 	struct sockaddr_storage relayed;
 	bool peer_relays;
+	struct sockaddr_storage cand[4];
+	int ncand;
 };
+
+static void add_cand(struct sockaddr_storage *cand, int *n, const struct sockaddr_storage *ep)
+{
+	for (int i = 0; i < *n; i++)
+		if (warp_ep_equal((struct sockaddr *)&cand[i], (const struct sockaddr *)ep))
+			return;
+	if (*n < 4 && warp_ep_port((const struct sockaddr *)ep))
+		cand[(*n)++] = *ep;
+}
+
+/* Our own direct endpoint, for the peer's upgrade attempts. */
+static void add_own_ep(struct warp_node *node, struct warp_sig_body *b)
+{
+	struct sockaddr_storage refl;
+	struct warp_sig_ep e;
+
+	if (node_reflexive(node, AF_INET, &refl)) {
+		tv_sig_ep(&e, (struct sockaddr *)&refl, WARP_SIG_EP_REFLEXIVE);
+		warp_sig_add_ep(b, &e);
+	}
+}
 
 static void turn_plan(struct warp_connect *c)
 {
@@ -126,6 +149,9 @@ static void tn_dialed(struct warp_pipe *pipe, int err, void *user)
 		tn_fail(t, err, "handshake through the relay failed");
 		return;
 	}
+	/* Keep looking for a direct path while relaying: the peer's reflexive endpoints. */
+	if (t->ncand)
+		pipe_add_candidates(pipe, t->cand, t->ncand);
 	tn_free(t); /* the pipe's relay path holds its own lease */
 	tv_won(a, pipe);
 }
@@ -172,6 +198,14 @@ static void tn_answer(struct warp_signal *sig, int err, const struct warp_sig_ms
 		tn_free(t);
 		tv_failed(a, -ECONNREFUSED, "peer: %s", m->body.text[0] ? m->body.text : "error");
 		return;
+	}
+	for (int i = 0; i < m->body.neps; i++) {
+		struct sockaddr_storage refl;
+
+		if (m->body.eps[i].kind != WARP_SIG_EP_REFLEXIVE)
+			continue;
+		tv_sig_ep_addr(&m->body.eps[i], &refl);
+		add_cand(t->cand, &t->ncand, &refl);
 	}
 	if (m->body.present & WARP_SIGF_RELAYED) {
 		tv_sig_ep_addr(&m->body.relayed, &t->target);
@@ -221,6 +255,7 @@ static void tn_allocated(struct turn_lease *l, int err, const struct warp_turn_i
 		tv_sig_ep(&m->body.relay_server, (struct sockaddr *)&info->server,
 			  WARP_SIG_EP_RELAYED);
 		tv_sig_ep(&m->body.relayed, (struct sockaddr *)&info->relayed, WARP_SIG_EP_RELAYED);
+		add_own_ep(c->node, &m->body);
 		n = tv_peer_brokers(&c->to, b, WARP_ADDR_MAX_HINTS);
 		err = warp_signal_request(sig, m, b, n, ANSWER_TIMEOUT_MS, tn_answer, t);
 		if (err >= 0) {
@@ -248,6 +283,12 @@ static int turn_start(struct tv_attempt *a)
 	t->a = a;
 	a->priv = t;
 	warp_random(t->attempt, sizeof(t->attempt));
+	for (size_t i = 0; i < a->c->to.nroutes; i++) {
+		struct sockaddr_storage ep;
+
+		if (tv_route_endpoint(&a->c->to.routes[i], false, true, &ep))
+			add_cand(t->cand, &t->ncand, &ep);
+	}
 	t->lease = turn_lease_get(a->c->node, &srv, tn_allocated, t);
 	if (!t->lease) {
 		err = -errno;
@@ -310,6 +351,7 @@ static void tp_reply(struct tn_passive *p, const struct sockaddr *relayed,
 		if (relayed) {
 			ans->body.present |= WARP_SIGF_RELAYED;
 			tv_sig_ep(&ans->body.relayed, relayed, WARP_SIG_EP_RELAYED);
+			add_own_ep(p->node, &ans->body);
 		} else {
 			tv_sig_ep(&ep, reflexive, WARP_SIG_EP_REFLEXIVE);
 			warp_sig_add_ep(&ans->body, &ep);
@@ -384,6 +426,20 @@ static void turn_offer(struct warp_node *node, struct warp_signal *sig,
 	memcpy(p->ps.peer, m->sender, WARP_PUBKEY_LEN);
 	tv_sig_ep_addr(&m->body.relayed, &p->peer_rel);
 	tv_passive_add(node, &p->ps);
+	{
+		/* The relayed pipe to come will try the connector's direct endpoints. */
+		struct sockaddr_storage cand[4];
+		int n = 0;
+
+		for (int i = 0; i < m->body.neps && n < 4; i++) {
+			if (m->body.eps[i].kind != WARP_SIG_EP_REFLEXIVE)
+				continue;
+			tv_sig_ep_addr(&m->body.eps[i], &cand[n]);
+			n++;
+		}
+		if (n)
+			pipe_hint_candidates(node, m->sender, cand, n);
+	}
 	warp_timer_arm_ms(p->timer, PASSIVE_HOLD_MS);
 	if (server_of(node, &srv) == 0) {
 		/* Relay to relay: each side only ever talks to its own server. */
