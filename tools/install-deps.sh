@@ -10,7 +10,7 @@ PKGS=(
 	# optional speed-up of secp256k1 signatures, loaded at run time
 	libsecp256k1-1
 	# tools the tests and the NAT lab drive
-	iproute2 nftables bc procps psmisc kmod
+	iproute2 nftables bc procps psmisc kmod jq
 	coturn mosquitto mosquitto-clients miniupnpd miniupnpc natpmpc chrony stun-client
 	# vmtest
 	qemu-system-x86 busybox-static cpio

@@ -373,6 +373,48 @@ static void test_cc_put_truncated_and_results(void **state)
 	assert_int_equal(op.res.err, -WARP_EREPLAY);
 }
 
+/* UDP blocked on the way: after WN_CC_UDP_TRIES silent datagrams the server is asked over TCP,
+ * and once TCP has answered, the next operation starts there. */
+static void test_cc_udp_silence_falls_back_to_tcp(void **state)
+{
+	struct wn_cc_target t[WN_CC_MAX_SERVERS + 1] = { 0 };
+	struct wn_request req = { .type = WN_T_GET };
+	static struct wn_cc_op op;
+	struct wn_record rec;
+	struct wn_tx tx;
+	uint8_t buf[WN_MAX_PACKET];
+	uint64_t now = 0;
+	int udp = 0, n;
+
+	strcpy(req.name, "alice.p2p");
+	wn_cc_init(&op, &req, 1, false, 0, 3000, 100, 512);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(wn_cc_poll(&op, t, now, &tx), 1);
+		if (tx.kind == WN_TX_TCP)
+			break;
+		assert_int_equal(tx.kind, WN_TX_UDP);
+		udp++;
+		now = wn_cc_deadline(&op);
+	}
+	assert_int_equal(udp, WN_CC_UDP_TRIES);
+	assert_int_equal(tx.kind, WN_TX_TCP);
+	assert_int_equal(now, 300); /* 100 ms, then 200 ms of backoff */
+	/* no more datagrams while TCP is under way */
+	assert_int_equal(wn_cc_poll(&op, t, 2000, &tx), 0);
+	assert_false(t[0].via_tcp);
+	assert_int_equal(wn_record_make(&rec, key, WN_REC_LIVE, "alice.p2p", "addr", 4, 77), 0);
+	n = make_reply(buf, sizeof(buf), op.req.id, WN_T_GET, WN_OK, &rec);
+	assert_int_equal(wn_cc_input(&op, t, 0, buf, (size_t)n, 350), 0);
+	assert_true(wn_cc_done(&op));
+	assert_true(op.res.found);
+	assert_true(t[0].via_tcp);
+	/* the next operation goes straight to TCP */
+	wn_cc_init(&op, &req, 1, false, 400, 3000, 100, 512);
+	assert_int_equal(wn_cc_poll(&op, t, 400, &tx), 1);
+	assert_int_equal(tx.kind, WN_TX_TCP);
+	assert_int_equal(wn_cc_poll(&op, t, 400, &tx), 0);
+}
+
 /* ---- local link over loopback ---- */
 
 static void test_local_link(void **state)
@@ -461,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_cc_retries_and_race),
 		cmocka_unit_test(test_cc_bad_record_and_timeout),
 		cmocka_unit_test(test_cc_put_truncated_and_results),
+		cmocka_unit_test(test_cc_udp_silence_falls_back_to_tcp),
 		cmocka_unit_test(test_local_link),
 		cmocka_unit_test(test_lanswer_binding),
 	};

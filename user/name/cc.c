@@ -2,7 +2,8 @@
 /*
  * Sans-IO client core.  Every server gets the same request id; UDP is retransmitted with
  * exponential backoff until the operation's deadline, a TRUNCATED answer moves that server to
- * TCP, and only replies whose server signature checks (against the pinned or learned key) and
+ * TCP, and so does silence after WN_CC_UDP_TRIES datagrams (UDP may be blocked on the way:
+ * the client then starts with TCP for that server).  Only replies whose server signature checks (against the pinned or learned key) and
  * whose records carry a valid owner signature are believed: anything else is ignored rather
  * than taken as an answer, so a forged datagram cannot end a lookup.
  */
@@ -133,9 +134,17 @@ int wn_cc_poll(struct wn_cc_op *op, struct wn_cc_target *targets, uint64_t now, 
 		return 0;
 	for (int i = 0; i <= WN_CC_MAX_SERVERS; i++) {
 		struct wn_cc_srv *s = &op->srv[i];
-		bool tcp = s->state == S_TCP_SEND;
+		bool tcp;
 		int n;
 
+		if (i != WN_CC_LOCAL && s->state == S_SEND && targets[i].via_tcp)
+			s->state = S_TCP_SEND;
+		if (i != WN_CC_LOCAL && s->state == S_WAIT && now >= s->next &&
+		    s->attempts >= WN_CC_UDP_TRIES && !s->fallback) {
+			s->state = S_TCP_SEND;
+			s->fallback = true;
+		}
+		tcp = s->state == S_TCP_SEND;
 		if (!(s->state == S_SEND || tcp || (s->state == S_WAIT && now >= s->next)))
 			continue;
 		if (i == WN_CC_LOCAL) {
@@ -284,6 +293,8 @@ int wn_cc_input(struct wn_cc_op *op, struct wn_cc_target *targets, int server, c
 		memcpy(t->key, auth.server, WARP_PUBKEY_LEN); /* trust on first use */
 		t->key_known = true;
 	}
+	if (s->fallback && s->state == S_TCP_WAIT)
+		t->via_tcp = true;
 	switch (rep.status) {
 	case WN_TRUNCATED:
 		if (s->state != S_TCP_WAIT)

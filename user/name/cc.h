@@ -17,6 +17,7 @@
 #define WN_CC_MAX_SERVERS 8
 #define WN_CC_LOCAL	  WN_CC_MAX_SERVERS /* slot of the local link */
 #define WN_CC_LOCAL_MS	  800 /* how long a lookup waits for the link once servers are done */
+#define WN_CC_UDP_TRIES	  2 /* unanswered datagrams before a server is asked over TCP */
 
 enum wn_tx_kind {
 	WN_TX_UDP,
@@ -36,11 +37,13 @@ struct wn_cc_target {
 	uint8_t key[WARP_PUBKEY_LEN];
 	bool key_known;
 	bool seal; /* encrypt requests to key (needs key_known) */
+	bool via_tcp; /* UDP went unanswered but TCP worked (UDP blocked): start with TCP */
 };
 
 struct wn_cc_srv {
 	uint8_t state;
 	uint8_t attempts;
+	bool fallback; /* moved to TCP because UDP stayed silent */
 	uint64_t next;
 	int err;
 	uint8_t reply_key[WN_SEAL_KEY];

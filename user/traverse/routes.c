@@ -132,6 +132,18 @@ static bool peer_on_link(struct warp_connect *c)
 	return c->on_link;
 }
 
+/* Would the route's NAT drop an unsolicited dial to its external endpoint?  TCP through a NAT
+ * needs a port mapping; UDP also gets through full cones. */
+static bool inbound_filtered(const struct warp_addr_route *r, bool tcp)
+{
+	if ((r->flags & WARP_ROUTE_F_PORTMAP) || r->nat == WARP_ADDR_NAT_UNKNOWN ||
+	    r->nat == WARP_ADDR_NAT_OPEN)
+		return false;
+	if (tcp)
+		return true;
+	return r->nat != WARP_ADDR_NAT_FULL_CONE;
+}
+
 int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_combo *out, int max)
 {
 	const struct warp_addr_route *r = &c->to.routes[rroute];
@@ -217,8 +229,10 @@ int tv_route_combos(struct warp_connect *c, int rroute, bool tcp, struct tv_comb
 
 		for (int i = 0; i < n; i++)
 			dup |= warp_ep_equal((struct sockaddr *)&out[i].remote, (struct sockaddr *)&ep);
-		if (!dup)
-			fill(&out[n++], fam, "internet", tcp, &ep, rroute, WARP_PATH_DIRECT);
+		if (!dup) {
+			fill(&out[n], fam, "internet", tcp, &ep, rroute, WARP_PATH_DIRECT);
+			out[n++].long_shot = inbound_filtered(r, tcp);
+		}
 	}
 	return n;
 }

@@ -112,8 +112,8 @@ static void turn_plan(struct warp_connect *c)
 		return;
 	}
 	list_for_each(pos, &c->attempts)
-		others = true;
-	/* Relayed last: only when nothing else can work does it start at once. */
+		others |= !list_entry(pos, struct tv_attempt, link)->combo.long_shot;
+	/* Relayed last: only when nothing else is likely to work does it start at once. */
 	tv_add(c, &tv_turn, &combo, others ? HEAD_START_MS : 0);
 }
 

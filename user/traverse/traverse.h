@@ -30,6 +30,7 @@ struct tv_combo {
 	int ifindex;
 	int rroute;                     /* index of the target's route, -1 if none */
 	enum warp_path_class cls;
+	bool long_shot;                 /* the peer's NAT likely drops it: does not hold the relay back */
 };
 
 struct warp_sig_msg;
