@@ -58,6 +58,7 @@ struct warp_connect_result {
 	char strategy[24];
 	enum warp_path_class path;
 	double ms;                 /* time to the verified pipe */
+	double resolve_ms;         /* name lookup before the attempts (0: connected by address) */
 	size_t nattempts;
 	struct warp_attempt attempts[WARP_CONNECT_MAX_ATTEMPTS];
 };
@@ -79,7 +80,8 @@ int warp_auto_connect(struct warp_node *node, const struct warp_node_addr *to,
 		      const struct warp_connect_opts *opts, struct warp_pipe **pipe,
 		      struct warp_connect_result *res);
 
-/* The result as JSON (malloc'd): {"connected", "strategy", "path", "ms", "attempts": [...]} */
+/* The result as JSON (malloc'd): {"connected", "strategy", "path", "ms", "resolve_ms",
+ * "attempts": [...]} */
 char *warp_connect_result_json(const struct warp_connect_result *res, bool pretty);
 const char *warp_attempt_outcome_name(enum warp_attempt_outcome o);
 

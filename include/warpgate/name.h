@@ -90,6 +90,9 @@ int warp_name_client_add_server(struct warp_name_client *c, const char *hostport
 /* Parses "HOST:PORT[#PUBKEYHEX]" or "HOST:PORT[,PUBKEYHEX]" (the --nameserver option). */
 int warp_name_client_add_server_spec(struct warp_name_client *c, const char *spec);
 unsigned int warp_name_client_server_count(const struct warp_name_client *c);
+/* Ask every server over TCP first (on: UDP is known to be blocked here) or UDP first again.
+ * Without it a server that never answers UDP is asked over TCP after two datagrams. */
+void warp_name_client_prefer_tcp(struct warp_name_client *c, bool on);
 
 /* Signs {name, value, owner = id, updated = now ms (strictly increasing per client)} and
  * stores it on every server. */

@@ -96,6 +96,9 @@ static int cmd_addr(int argc, char **argv)
 		cli_error("addr", "cannot start node: %s", warp_strerror(errno));
 		return CLI_SYSTEM;
 	}
+	/* The address is only complete once the NAT, clock and brokers are known. */
+	if (warp_node_wait_ready(node, 5000))
+		fprintf(stderr, "warpgate addr: network discovery still incomplete after 5 s\n");
 	err = warp_node_address(node, &a);
 	rc = err ? CLI_SYSTEM : print_addr(&a, c.json);
 	warp_node_close(node);

@@ -215,6 +215,12 @@ int warp_name_client_add_server_spec(struct warp_name_client *c, const char *spe
 	return warp_name_client_add_server(c, host, key);
 }
 
+void warp_name_client_prefer_tcp(struct warp_name_client *c, bool on)
+{
+	for (unsigned int i = 0; i < c->n; i++)
+		c->targets[i].via_tcp = on;
+}
+
 unsigned int warp_name_client_server_count(const struct warp_name_client *c)
 {
 	return c ? c->n : 0;

@@ -169,21 +169,30 @@ int warp_gate_connect_ex(struct warp_gate *g, const char *target,
 			 struct warp_connect_result *res)
 {
 	struct warp_node_addr to;
+	double resolve_ms = 0;
+	uint64_t t0;
 	int err;
 
 	*pipe = NULL;
-	if (!strncmp(target, WARP_ADDR_TEXT_PREFIX, strlen(WARP_ADDR_TEXT_PREFIX)))
+	if (!strncmp(target, WARP_ADDR_TEXT_PREFIX, strlen(WARP_ADDR_TEXT_PREFIX))) {
 		err = warp_addr_from_text(target, &to);
-	else
+	} else {
+		t0 = warp_time_ns();
 		err = node_resolve_name(g->node, target, &to, NULL, 0);
+		resolve_ms = (double)(warp_time_ns() - t0) / 1e6;
+	}
 	if (err) {
 		if (res) {
 			memset(res, 0, sizeof(*res));
 			res->err = err;
+			res->resolve_ms = resolve_ms;
 		}
 		return err;
 	}
-	return warp_auto_connect(g->node, &to, opts, pipe, res);
+	err = warp_auto_connect(g->node, &to, opts, pipe, res);
+	if (res)
+		res->resolve_ms = resolve_ms;
+	return err;
 }
 
 int warp_gate_connect(struct warp_gate *g, const char *target, struct warp_pipe **pipe,

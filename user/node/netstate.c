@@ -272,6 +272,15 @@ static void nat_done(struct warp_nat_detect *d, const struct warp_nat_report *re
 	} else if (!cached) {
 		pr_warn("NAT classification (IPv%d) failed: %s", f ? 6 : 4, warp_strerror(status));
 	}
+	if (!cached && status == 0 && !f && !rep->udp && ns->sntp) {
+		/* NTP is UDP too: waiting out its timeout would only delay the start. */
+		warp_sntp_query_free(ns->sntp);
+		ns->sntp = NULL;
+		ns->clock_pending = false;
+		ns->clock_ms = (uint32_t)since(ns);
+		ns->clock_err = -ENETUNREACH;
+		pr_warn("UDP is blocked here, so is NTP: using the system clock, unverified");
+	}
 	if (!cached) {
 		ns->rep_final[f] = true;
 		ns->nat_ms[f] = (uint32_t)since(ns);

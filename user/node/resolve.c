@@ -51,11 +51,12 @@ static void opts_of(const struct warp_node *node, struct warp_name_client_opts *
 static struct node_names *names_get(struct warp_node *node)
 {
 	struct node_names *nn = node->names;
+	const struct warp_nat_report *rep;
 	struct warp_name_client_opts o;
 	bool servers, local;
 
 	if (nn)
-		return nn;
+		goto out;
 	if (!names_wanted(node, &servers, &local))
 		return NULL;
 	nn = calloc(1, sizeof(*nn));
@@ -77,6 +78,11 @@ static struct node_names *names_get(struct warp_node *node)
 			pr_warn("nickname server '%s' is not usable", node->conf.names[i].server);
 	}
 	node->names = nn;
+out:
+	/* Our own NAT drops UDP (classified at start): no point waiting for datagrams. */
+	rep = node_nat_report(node, AF_INET);
+	if (rep && !rep->udp)
+		warp_name_client_prefer_tcp(nn->client, true);
 	return nn;
 }
 

@@ -366,6 +366,7 @@ char *warp_connect_result_json(const struct warp_connect_result *res, bool prett
 	json_object_set_new(root, "path",
 			    res->err ? json_null() : json_string(warp_path_class_name(res->path)));
 	json_object_set_new(root, "ms", json_real(res->ms));
+	json_object_set_new(root, "resolve_ms", json_real(res->resolve_ms));
 	if (res->err)
 		json_object_set_new(root, "error", json_string(warp_strerror(res->err)));
 	for (size_t i = 0; i < res->nattempts; i++) {
