@@ -267,6 +267,9 @@ install: all
 		-e 's|@REQUIRES@|$(PKGS)|' tools/warpgate.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/warpgate.pc
 	$(Q)for m in $(MAN_PAGES); do s=$${m##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
 		install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	$(Q)install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	$(Q)sed 's|/usr/local|$(PREFIX)|g' tools/warpgate.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/warpgate.service
+	$(Q)sed 's|/usr/local|$(PREFIX)|g' tools/namebumpd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/namebumpd.service
 
 STYLE_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -95,4 +95,38 @@ got=$(head -c 4194304 /dev/zero | run h2a "$W" connect alice "${common[@]}" 2>/d
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo "  $got bytes back in $ms ms ($(( got * 1000 / (ms > 0 ? ms : 1) / 1024 )) KiB/s incl. connect, over a 40 ms RTT path)"
 
+say "7. relay first, then direct: the same pipe moves when a direct path opens"
+# The two sites cannot see each other (dropped on the internet bridge; servers stay reachable):
+# the race can only be won by the relay.  Then the block goes and the relayed pipe moves.
+block() {
+	"$natlab" exec inet nft -f - <<EOT
+table bridge wpgdemo {
+	chain filter {
+		type filter hook forward priority 0; policy accept;
+		ip saddr $WPG_R1_PUBLIC ip daddr $WPG_R2_PUBLIC drop
+		ip saddr $WPG_R2_PUBLIC ip daddr $WPG_R1_PUBLIC drop
+	}
+}
+EOT
+}
+block
+(for i in 1 2 3 4 5 6 7 8 9 10; do
+	echo "message $i"
+	sleep 0.3
+	if [ "$i" = 3 ]; then # lift the block once the relay has won
+		for _ in $(seq 100); do grep -q "connected by" "$state/up.err" && break; sleep 0.1; done
+		"$natlab" exec inet nft delete table bridge wpgdemo
+	fi
+done; sleep 2) | run h2a env WARPGATE_LOG=info "$W" connect alice "${common[@]}" \
+	>"$state/up.out" 2>"$state/up.err"
+grep -o 'connected by [a-z_]* over [^ ]*' "$state/up.err" | head -n 1 | sed 's/^/  /'
+echo "  (block lifted)"
+grep -o 'pipe moves .*' "$state/up.err" | head -n 1 | sed 's/^/  /'
+if [ "$(sed 's/^echo://' "$state/up.out")" = "$(for i in $(seq 10); do echo "message $i"; done)" ]; then
+	echo "  all 10 messages came back once each, in order, across the move"
+else
+	echo "  messages lost or out of order:"; sed 's/^/    /' "$state/up.out"; exit 1
+fi
+grep -q 'pipe moves .*(direct)' "$state/up.err" || { echo "  the pipe did not move"; exit 1; }
+
 say "done: alice and bob found each other by name through two NATs"

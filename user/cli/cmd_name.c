@@ -93,6 +93,7 @@ static int cmd_name(int argc, char **argv)
 	struct warp_node *node = NULL;
 	struct warp_name_client *nc;
 	const char *value = NULL, *op, *name;
+	char canon[WARP_NAME_FQ_MAX + 1];
 	int first, rc, err;
 
 	if (!res)
@@ -111,6 +112,12 @@ static int cmd_name(int argc, char **argv)
 	name = argv[first + 1];
 	if (strcmp(op, "put") && strcmp(op, "get") && strcmp(op, "del")) {
 		cli_error("name", "unknown operation '%s' (put, get, del)", op);
+		rc = CLI_USAGE;
+		goto out;
+	}
+	if (warp_name_canonical(name, c.conf.tld[0] ? c.conf.tld : NULL, canon)) {
+		cli_error("name", "invalid name '%s' (labels of a-z, 0-9 and '-', up to 63 characters)",
+			  name);
 		rc = CLI_USAGE;
 		goto out;
 	}
