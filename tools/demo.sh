@@ -50,12 +50,8 @@ run() { local h=$1; shift; "$natlab" exec "$h" env WARPGATE_HOME="$state/$h" "$@
 
 say "2. each host finds out where it is (warpgate nat)"
 for h in h1a h2a; do
-	js=$(run "$h" "$W" nat --json "${common[@]}" 2>/dev/null)
-	printf '  %s: NAT %-16s mapping %-27s filtering %-27s delta %s %s  (%s ms)\n' "$h" \
-		"$(field type "$js")" "$(field mapping "$js")" "$(field filtering "$js")" \
-		"$(grep -o '"delta": {[^}]*}' <<<"$js" | grep -o '"type": "[a-z]*"' | cut -d'"' -f4)" \
-		"$(grep -o '"delta": {[^}]*}' <<<"$js" | grep -o '"value": -*[0-9]*' | cut -d' ' -f2)" \
-		"$(num ms "$(tr -d ' \n' <<<"$js")")"
+	run "$h" "$W" nat --json "${common[@]}" 2>/dev/null | jq -r --arg h "$h" \
+		'"  \($h): NAT \(.type), mapping \(.mapping), filtering \(.filtering), port delta \(.delta.type) \(.delta.value)  (\(.ms) ms)"'
 done
 
 say "3. alice listens (h1a) and registers alice.p2p"
@@ -82,8 +78,8 @@ if [ "$rc" != 0 ] || ! grep -q '"connected":true' <<<"$js"; then
 	tail -n 5 "$state/bob.err"
 	exit 1
 fi
-printf '  winner: %s, path %s, pipe verified in %s ms (whole command incl. name lookup: %s ms)\n' \
-	"$(field strategy "$js")" "$(field path "$js")" "$(num ms "$js")" "$total"
+printf '  winner: %s, path %s, pipe verified in %.1f ms (name lookup %.1f ms; whole command, node start included: %s ms)\n' \
+	"$(field strategy "$js")" "$(field path "$js")" "$(num ms "$js")" "$(num resolve_ms "$js")" "$total"
 
 say "5. an echo exchange"
 echo "  bob -> alice: hi"
@@ -91,9 +87,11 @@ echo "  alice -> bob: $(field reply "$js")"
 
 say "6. throughput (bob -> alice -> bob, 4 MiB echoed through the pipe)"
 start=$(date +%s%N)
-got=$(head -c 4194304 /dev/zero | run h2a "$W" connect alice "${common[@]}" 2>/dev/null | wc -c)
+got=$(head -c 4194304 /dev/zero | run h2a "$W" connect alice "${common[@]}" 2>/dev/null |
+	tr -d 'echo:' | wc -c) # the zeros that came back, without the echo prefixes
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
-echo "  $got bytes back in $ms ms ($(( got * 1000 / (ms > 0 ? ms : 1) / 1024 )) KiB/s incl. connect, over a 40 ms RTT path)"
+echo "  $got of 4194304 bytes back in $ms ms ($(( got * 1000 / (ms > 0 ? ms : 1) / 1024 )) KiB/s incl. connect, over a 40 ms RTT path)"
+[ "$got" = 4194304 ] || { echo "  bytes were lost"; exit 1; }
 
 say "7. relay first, then direct: the same pipe moves when a direct path opens"
 # The two sites cannot see each other (dropped on the internet bridge; servers stay reachable):

@@ -39,6 +39,7 @@ struct warp_pipe;
 
 typedef void (*warp_msg_cb)(struct warp_pipe *pipe, const uint8_t *msg, size_t len, void *user);
 typedef void (*warp_pipe_closed_cb)(struct warp_pipe *pipe, int err, void *user);
+typedef void (*warp_pipe_event_cb)(struct warp_pipe *pipe, void *user);
 
 struct warp_sub {
 	const void *prefix;          /* message must start with these bytes (NULL: any) */
@@ -56,6 +57,11 @@ int warp_pipe_unsubscribe(struct warp_pipe *pipe, int sub);
 /* Shorthand: every message to cb (a WARP_SUB_ALL callback subscription). */
 int warp_pipe_on_message(struct warp_pipe *pipe, warp_msg_cb cb, void *user);
 void warp_pipe_on_closed(struct warp_pipe *pipe, warp_pipe_closed_cb cb, void *user);
+/* Room in the send buffer again after warp_pipe_send() returned -EAGAIN (once per refusal). */
+void warp_pipe_on_writable(struct warp_pipe *pipe, warp_pipe_event_cb cb, void *user);
+/* The peer has finished sending (after its last message).  Without half-close our side
+ * closes right after this callback returns. */
+void warp_pipe_on_eos(struct warp_pipe *pipe, warp_pipe_event_cb cb, void *user);
 /* Keep our sending side open after the peer's end of pipe (like shutdown(SHUT_WR) on the
  * other end of a socket); recv still reports -WARP_ECLOSED once the peer's messages are
  * drained.  Default off: the pipe closes once the peer has. */

@@ -158,6 +158,40 @@ t 1 "no daemon at $tmp/none.sock" status --socket "$tmp/none.sock"
 t 1 "no daemon at $tmp/none.sock" expose --socket "$tmp/none.sock" 80
 t 1 "no daemon at $tmp/none.sock" forward --socket "$tmp/none.sock" x 0:h:1
 
+# ---- netcat mode against --echo and --exec: nothing lost under backpressure, clean ends
+"$W" listen --test-mode --echo >"$tmp/e.out" 2>/dev/null &
+epid=$!
+pids+=($epid)
+for _ in $(seq 100); do [ -s "$tmp/e.out" ] && break; sleep 0.05; done
+eaddr=$(head -n 1 "$tmp/e.out")
+head -c 16777216 /dev/zero | timeout 60 "$W" connect --test-mode "$eaddr" >"$tmp/e.got" 2>"$tmp/e.err"
+rc=$?
+# every byte comes back (each message with its "echo:" prefix), then both ends close
+check "16 MiB through --echo: every byte back, exit 0 ($rc)" \
+	[ "$rc" = 0 ] && [ "$(tr -d 'echo:' <"$tmp/e.got" | wc -c)" = 16777216 ]
+check "... each chunk once, prefixed" [ "$(grep -ao 'echo:' "$tmp/e.got" | wc -l)" -ge 1 ]
+kill $epid
+wait $epid 2>/dev/null
+"$W" listen --test-mode --exec 'wc -c' >"$tmp/x.out" 2>/dev/null &
+xpid=$!
+pids+=($xpid)
+for _ in $(seq 100); do [ -s "$tmp/x.out" ] && break; sleep 0.05; done
+out=$(head -c 100000 /dev/zero | timeout 30 "$W" connect --test-mode "$(head -n 1 "$tmp/x.out")" 2>&1)
+check "--exec 'wc -c': the command sees the end of its input and answers ($out)" \
+	[ "$(tr -d ' \n' <<<"$out")" = 100000 ]
+kill $xpid
+wait $xpid 2>/dev/null
+"$W" listen --test-mode --exec 'head -c 20000000 /dev/zero' >"$tmp/x.out" 2>/dev/null &
+xpid=$!
+pids+=($xpid)
+for _ in $(seq 100); do [ -s "$tmp/x.out" ] && break; sleep 0.05; done
+# a slow reader: the command's output waits in its own pipe while ours is full
+n=$(timeout 60 "$W" connect --test-mode "$(head -n 1 "$tmp/x.out")" </dev/null 2>/dev/null |
+	(sleep 1; wc -c))
+check "--exec with 20 MB of output and a slow reader: every byte arrives ($n)" [ "$n" = 20000000 ]
+kill $xpid
+wait $xpid 2>/dev/null
+
 # ---- status and addr in test mode, text form
 t 0 "^identity +\(ephemeral\) 0[23]" status --test-mode
 t 0 "^bpf +off \(disabled by configuration\)" status --test-mode

@@ -309,6 +309,70 @@ static void test_half_close(void **state)
 	pair_down(&p);
 }
 
+struct flow {
+	int writable, eos;
+};
+
+static void on_writable(struct warp_pipe *pipe, void *user)
+{
+	((struct flow *)user)->writable++;
+}
+
+static void on_eos(struct warp_pipe *pipe, void *user)
+{
+	((struct flow *)user)->eos++;
+}
+
+static bool got_writable(void *user)
+{
+	return ((struct flow *)user)->writable > 0;
+}
+
+static bool got_eos(void *user)
+{
+	return ((struct flow *)user)->eos > 0;
+}
+
+/* A full send buffer refuses with -EAGAIN and says when it has room again; the peer's end of
+ * pipe is announced once, after its last message. */
+static void test_writable_and_eos(void **state)
+{
+	static uint8_t big[65536];
+	struct flow f = { 0 }, g = { 0 };
+	struct pair p;
+	struct warp_pipe *pipe;
+	char buf[16];
+	int err = 0, sent = 0;
+
+	pair_up(&p, 0, 0, 0);
+	pipe = connect_ab(&p, NULL);
+	warp_pipe_on_writable(pipe, on_writable, &f);
+	/* No loop runs in between: nothing is acknowledged, the buffer fills. */
+	for (int i = 0; i < 1000 && !err; i++) {
+		err = warp_pipe_send(pipe, big, sizeof(big));
+		sent += !err;
+	}
+	assert_int_equal(err, -EAGAIN);
+	assert_true(sent > 0);
+	assert_int_equal(f.writable, 0);
+	assert_int_equal(warp_loop_run_until(p.loop, got_writable, &f, 10000), 0);
+	assert_int_equal(warp_pipe_send(pipe, big, sizeof(big)), 0);
+	/* end of pipe: after the messages before it */
+	warp_pipe_on_eos(p.in, on_eos, &g);
+	warp_pipe_set_half_close(p.in, true);
+	assert_int_equal(warp_pipe_send(pipe, "last", 4), 0);
+	assert_int_equal(warp_pipe_close(pipe), 0);
+	assert_int_equal(warp_loop_run_until(p.loop, got_eos, &g, 10000), 0);
+	assert_int_equal(g.eos, 1);
+	for (int i = 0; i < sent + 1; i++)
+		assert_int_equal(warp_pipe_recv(p.in, WARP_SUB_ALL, big, sizeof(big), 0), 65536);
+	assert_int_equal(warp_pipe_recv(p.in, WARP_SUB_ALL, buf, sizeof(buf), 0), 4);
+	assert_true(warp_pipe_is_open(p.in)); /* half-closed: our side is still ours */
+	assert_int_equal(warp_pipe_close_wait(p.in, 3000), 0);
+	warp_pipe_release(pipe);
+	pair_down(&p);
+}
+
 static void test_idle_timeout(void **state)
 {
 	struct pair p;
@@ -449,6 +513,7 @@ int main(void)
 		cmocka_unit_test(test_subscriptions),
 		cmocka_unit_test(test_close_seen_by_both),
 		cmocka_unit_test(test_half_close),
+		cmocka_unit_test(test_writable_and_eos),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_wrong_identity),

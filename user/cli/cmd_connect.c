@@ -153,7 +153,7 @@ static int print_json(const struct warp_connect_result *res, const char *reply, 
 struct nc {
 	struct warp_pipe *pipe;
 	struct warp_loop *loop;
-	bool in_done, done;
+	bool in_done, done, polled;
 	int sigfd;
 };
 
@@ -184,8 +184,22 @@ static void nc_stdin(struct warp_loop *loop, int fd, unsigned int events, void *
 	ssize_t n = read(fd, buf, sizeof(buf));
 
 	if (n > 0) {
-		if (warp_pipe_send_wait(nc->pipe, buf, (size_t)n, 30000) < 0)
+		int err = warp_pipe_send(nc->pipe, buf, (size_t)n);
+
+		if (err == -EAGAIN) {
+			/* Waiting for room runs the loop: stdin must not be read meanwhile, or a
+			 * nested call could reach the end of input and close the pipe before this
+			 * chunk went out. */
+			if (nc->polled)
+				warp_loop_del_fd(loop, fd);
+			err = warp_pipe_send_wait(nc->pipe, buf, (size_t)n, 30000);
+			if (nc->polled && !err)
+				warp_loop_add_fd(loop, fd, WARP_EV_READ, nc_stdin, nc);
+		}
+		if (err < 0) {
 			nc->done = true;
+			nc->in_done = true; /* (no longer polled) */
+		}
 		return;
 	}
 	if (n < 0 && errno == EAGAIN)
@@ -221,7 +235,8 @@ static int netcat(struct warp_node *node, struct warp_pipe *pipe)
 	warp_pipe_on_closed(pipe, nc_closed, &nc);
 	warp_pipe_set_half_close(pipe, true);
 	fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
-	if (warp_loop_add_fd(nc.loop, STDIN_FILENO, WARP_EV_READ, nc_stdin, &nc) < 0) {
+	nc.polled = warp_loop_add_fd(nc.loop, STDIN_FILENO, WARP_EV_READ, nc_stdin, &nc) == 0;
+	if (!nc.polled) {
 		/* stdin is a regular file (epoll refuses those): send it all now. */
 		nc_stdin(nc.loop, STDIN_FILENO, WARP_EV_READ, &nc);
 		while (!nc.in_done && !nc.done)

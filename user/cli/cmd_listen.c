@@ -51,6 +51,8 @@ struct kid {
 	struct warp_pipe *pipe;
 	pid_t pid;
 	int in_fd, out_fd;
+	size_t pend_len; /* bytes in pend the pipe refused (stdout not polled meanwhile) */
+	uint8_t pend[32768];
 };
 
 static int listen_opt(int opt, const char *arg, void *user)
@@ -85,16 +87,92 @@ static void peer_done(struct listen_state *st)
 
 /* ---- echo ---- */
 
+/* Replies the send buffer refused wait here, in order, until the pipe has room again; the
+ * pipe half-closes so that replies still queued when the peer ends its side are not lost. */
+struct echo_q {
+	struct echo_q *next;
+	size_t len;
+	uint8_t data[];
+};
+
+struct echo {
+	struct listen_state *st;
+	struct echo_q *head, **tail;
+	size_t queued;
+	bool peer_done;
+};
+
+#define ECHO_QUEUE_MAX (64u << 20)
+
+static void echo_drain(struct warp_pipe *link, void *user)
+{
+	struct echo *e = user;
+
+	while (e->head) {
+		struct echo_q *q = e->head;
+		int err = warp_pipe_send(link, q->data, q->len);
+
+		if (err == -EAGAIN)
+			return; /* on_writable calls again */
+		e->head = q->next;
+		e->queued -= q->len;
+		free(q);
+		if (err) {
+			warp_pipe_close(link);
+			return;
+		}
+	}
+	e->tail = &e->head;
+	if (e->peer_done)
+		warp_pipe_close(link);
+}
+
 static void echo_msg(struct warp_pipe *link, const uint8_t *msg, size_t len, void *user)
 {
-	uint8_t *reply = malloc(len + 5);
+	struct echo *e = user;
+	struct echo_q *q = malloc(sizeof(*q) + len + 5);
 
-	if (!reply)
+	if (!q || e->queued + len > ECHO_QUEUE_MAX) {
+		/* The peer sends faster than it reads its replies: give up loudly, not silently. */
+		fprintf(stderr, "echo: %s; closing the pipe\n",
+			q ? "over 64 MiB of replies waiting" : "out of memory");
+		free(q);
+		warp_pipe_close(link);
 		return;
-	memcpy(reply, "echo:", 5);
-	memcpy(reply + 5, msg, len);
-	warp_pipe_send(link, reply, len + 5);
-	free(reply);
+	}
+	memcpy(q->data, "echo:", 5);
+	memcpy(q->data + 5, msg, len);
+	q->len = len + 5;
+	q->next = NULL;
+	*e->tail = q;
+	e->tail = &q->next;
+	e->queued += q->len;
+	if (e->head == q)
+		echo_drain(link, e);
+}
+
+static void echo_eos(struct warp_pipe *link, void *user)
+{
+	struct echo *e = user;
+
+	e->peer_done = true;
+	if (!e->head)
+		warp_pipe_close(link);
+}
+
+static void echo_closed(struct warp_pipe *link, int err, void *user)
+{
+	struct echo *e = user;
+	struct listen_state *st = e->st;
+
+	while (e->head) {
+		struct echo_q *q = e->head;
+
+		e->head = q->next;
+		free(q);
+	}
+	free(e);
+	peer_done(st);
 }
 
 static void print_msg(struct warp_pipe *link, const uint8_t *msg, size_t len, void *user)
@@ -143,23 +221,52 @@ static void kid_msg(struct warp_pipe *link, const uint8_t *msg, size_t len, void
 	}
 }
 
+static void kid_out(struct warp_loop *loop, int fd, unsigned int events, void *user);
+
+static void kid_out_end(struct kid *k)
+{
+	warp_loop_del_fd(k->st->loop, k->out_fd);
+	close(k->out_fd);
+	k->out_fd = -1;
+	warp_pipe_close(k->pipe);
+}
+
+/* Room in the pipe again: the chunk that did not fit goes out, then the command's output is
+ * read again (it stays unread meanwhile, so the command blocks instead of us buffering). */
+static void kid_writable(struct warp_pipe *link, void *user)
+{
+	struct kid *k = user;
+	int err;
+
+	if (!k->pend_len || k->out_fd < 0)
+		return;
+	err = warp_pipe_send(link, k->pend, k->pend_len);
+	if (err == -EAGAIN)
+		return;
+	k->pend_len = 0;
+	if (err < 0 || warp_loop_add_fd(k->st->loop, k->out_fd, WARP_EV_READ, kid_out, k) < 0)
+		kid_out_end(k);
+}
+
 static void kid_out(struct warp_loop *loop, int fd, unsigned int events, void *user)
 {
 	struct kid *k = user;
-	uint8_t buf[32768];
-	ssize_t n = read(fd, buf, sizeof(buf));
+	ssize_t n = read(fd, k->pend, sizeof(k->pend));
+	int err;
 
-	if (n > 0) {
-		warp_pipe_send_wait(k->pipe, buf, (size_t)n, 30000);
-		return;
-	}
 	if (n < 0 && errno == EAGAIN)
 		return;
-	/* The command finished its output: end our side of the pipe. */
-	warp_loop_del_fd(loop, fd);
-	close(fd);
-	k->out_fd = -1;
-	warp_pipe_close(k->pipe);
+	if (n <= 0) { /* the command finished its output: end our side of the pipe */
+		kid_out_end(k);
+		return;
+	}
+	err = warp_pipe_send(k->pipe, k->pend, (size_t)n);
+	if (err == -EAGAIN) {
+		k->pend_len = (size_t)n;
+		warp_loop_del_fd(loop, fd);
+	} else if (err < 0) {
+		kid_out_end(k);
+	}
 }
 
 static void kid_closed(struct warp_pipe *link, int err, void *user)
@@ -171,9 +278,15 @@ static void kid_closed(struct warp_pipe *link, int err, void *user)
 	peer_done(st);
 }
 
-static void kid_eos_check(struct warp_pipe *link, const uint8_t *msg, size_t len, void *user)
+/* The peer is done sending: the command sees the end of its input. */
+static void kid_eos(struct warp_pipe *link, void *user)
 {
-	kid_msg(link, msg, len, user);
+	struct kid *k = user;
+
+	if (k->in_fd >= 0) {
+		close(k->in_fd);
+		k->in_fd = -1;
+	}
 }
 
 static int spawn(struct kid *k, const char *cmd)
@@ -236,12 +349,31 @@ static void on_link(struct warp_pipe *link, void *user)
 			kid_free(k);
 			return;
 		}
-		warp_pipe_on_message(link, kid_eos_check, k);
+		warp_pipe_on_message(link, kid_msg, k);
+		warp_pipe_on_writable(link, kid_writable, k);
+		warp_pipe_on_eos(link, kid_eos, k);
 		warp_pipe_on_closed(link, kid_closed, k);
 		return;
 	}
-	warp_pipe_on_message(link, st->echo ? echo_msg : print_msg, st);
-	warp_pipe_on_closed(link, plain_closed, st);
+	if (st->echo) {
+		struct echo *e = calloc(1, sizeof(*e));
+
+		if (!e) {
+			warp_pipe_close(link);
+			warp_pipe_release(link);
+			return;
+		}
+		e->st = st;
+		e->tail = &e->head;
+		warp_pipe_set_half_close(link, true);
+		warp_pipe_on_message(link, echo_msg, e);
+		warp_pipe_on_writable(link, echo_drain, e);
+		warp_pipe_on_eos(link, echo_eos, e);
+		warp_pipe_on_closed(link, echo_closed, e);
+	} else {
+		warp_pipe_on_message(link, print_msg, st);
+		warp_pipe_on_closed(link, plain_closed, st);
+	}
 	warp_pipe_release(link);
 }
 

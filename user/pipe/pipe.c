@@ -129,6 +129,8 @@ struct warp_pipe {
 	uint64_t min_rtt_ns;
 	warp_pipe_closed_cb closed_cb;
 	void *closed_user;
+	warp_pipe_event_cb writable_cb, eos_cb;
+	void *writable_user, *eos_user;
 	void *user;
 	int all_sub;           /* internal id of the WARP_SUB_ALL subscription (0: none) */
 	bool flush_pending;    /* a deferred flush is queued on the loop */
@@ -761,6 +763,14 @@ static void on_stream_message(void *user, const uint8_t *data, size_t len, unsig
 			   flags);
 }
 
+static void on_stream_writable(void *user)
+{
+	struct warp_pipe *p = user;
+
+	if (p->writable_cb)
+		p->writable_cb(p, p->writable_user);
+}
+
 static void on_stream_eos(void *user)
 {
 	struct warp_pipe *p = user;
@@ -769,7 +779,9 @@ static void on_stream_eos(void *user)
 	 * application wants a half-close, finish our side too, so both ends observe the close. */
 	p->peer_eos = true;
 	warp_subs_close(p->subs, 0);
-	if (!p->half_close)
+	if (p->eos_cb)
+		p->eos_cb(p, p->eos_user);
+	if (!p->half_close && p->open)
 		warp_stream_close(p->stream, true);
 }
 
@@ -1071,6 +1083,7 @@ static struct warp_pipe *pipe_create(struct pipe_hs *h)
 	sc.user = p;
 	sc.on_message = on_stream_message;
 	sc.on_eos = on_stream_eos;
+	sc.on_writable = on_stream_writable;
 	sc.on_closed = on_stream_closed;
 	p->stream = warp_stream_new(&sc);
 	if (!p->stream)
@@ -1761,6 +1774,18 @@ void warp_pipe_on_closed(struct warp_pipe *p, warp_pipe_closed_cb cb, void *user
 {
 	p->closed_cb = cb;
 	p->closed_user = user;
+}
+
+void warp_pipe_on_writable(struct warp_pipe *p, warp_pipe_event_cb cb, void *user)
+{
+	p->writable_cb = cb;
+	p->writable_user = user;
+}
+
+void warp_pipe_on_eos(struct warp_pipe *p, warp_pipe_event_cb cb, void *user)
+{
+	p->eos_cb = cb;
+	p->eos_user = user;
 }
 
 void warp_pipe_set_half_close(struct warp_pipe *p, bool on)
