@@ -198,6 +198,8 @@ struct worker {
 	pthread_cond_t cond;
 	struct job *head, *tail;
 	bool quit;
+	bool discovering; /* in SSDP discovery (uninterruptible, nothing to undo yet) */
+	bool orphan;	  /* the owner left during discovery: the thread frees the worker */
 	bool abandon; /* another method won the race: do not add a mapping any more */
 	/* IGD found over IPv4 (port mappings) and over IPv6 (pinholes: miniupnpd and the spec
 	 * want the pinhole requested from the internal IPv6 address itself) */
@@ -227,7 +229,7 @@ struct warp_portmap {
 	warp_portmap_cb cb;
 	void *user;
 	struct shared *sh;
-	struct worker w[2];
+	struct worker *w[2]; /* heap: a worker stuck in discovery outlives us */
 	unsigned int nw;
 	struct warp_portmap_race race;
 	struct warp_timer *renew_timer, *pinhole_timer;
@@ -254,11 +256,20 @@ static void post(struct worker *w, struct result *res)
 	pr_debug("%s: %s%s: %s", w->method == WARP_PORTMAP_UPNP ? "UPnP" : "NAT-PMP",
 		 res->job == JOB_ADD ? "add" : "renew", res->pinhole ? " pinhole" : "",
 		 warp_strerror(res->status));
+	/* Under the lock, so that once the owner has set quit nothing reaches its loop (which
+	 * may be gone by then). */
+	pthread_mutex_lock(&w->lock);
+	if (__atomic_load_n(&w->quit, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&w->lock);
+		free(res);
+		return;
+	}
 	__atomic_add_fetch(&w->sh->refs, 1, __ATOMIC_ACQ_REL);
 	if (warp_loop_post(w->loop, on_result, res)) {
 		sh_put(w->sh);
 		free(res);
 	}
+	pthread_mutex_unlock(&w->lock);
 }
 
 static const char *proto_name(const struct worker *w)
@@ -296,9 +307,15 @@ static int upnp_discover(struct worker *w, struct igd *g, bool ipv6)
 		return 0;
 	/* both IGD generations in one M-SEARCH round: one wait (miniupnpc makes it >= 1 s)
 	 * instead of one per device type */
+	pthread_mutex_lock(&w->lock);
+	w->discovering = true;
+	pthread_mutex_unlock(&w->lock);
 	devs = upnpDiscoverDevices(igd_types, (int)w->cfg.discover_ms,
 				   w->cfg.multicast_if[0] ? w->cfg.multicast_if : NULL, NULL,
 				   UPNP_LOCAL_PORT_ANY, ipv6, 2, &err, 1);
+	pthread_mutex_lock(&w->lock);
+	w->discovering = false;
+	pthread_mutex_unlock(&w->lock);
 	if (!devs)
 		return -WARP_ENOTFOUND;
 	memset(&g->urls, 0, sizeof(g->urls));
@@ -602,9 +619,23 @@ static void run_job(struct worker *w, enum job_type type)
 	}
 }
 
+static void worker_free(struct worker *w)
+{
+	while (w->head) {
+		struct job *j = w->head;
+
+		w->head = j->next;
+		free(j);
+	}
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
+	bool orphan;
 
 	for (;;) {
 		struct job *j;
@@ -631,6 +662,11 @@ static void *worker_main(void *arg)
 		upnp_cleanup(w);
 	else
 		natpmp_delete(w);
+	pthread_mutex_lock(&w->lock);
+	orphan = w->orphan;
+	pthread_mutex_unlock(&w->lock);
+	if (orphan)
+		worker_free(w);
 	return NULL;
 }
 
@@ -670,8 +706,8 @@ static void start_race(struct warp_portmap *pm)
 {
 	warp_portmap_race_init(&pm->race, pm->nw);
 	for (unsigned int i = 0; i < pm->nw; i++)
-		if (pm->w[i].method == WARP_PORTMAP_NATPMP || (pm->cfg.methods & WARP_PORTMAP_UPNP))
-			enqueue(&pm->w[i], JOB_ADD);
+		if (pm->w[i]->method == WARP_PORTMAP_NATPMP || (pm->cfg.methods & WARP_PORTMAP_UPNP))
+			enqueue(pm->w[i], JOB_ADD);
 		else
 			warp_portmap_race_result(&pm->race, i, -EOPNOTSUPP, NULL);
 }
@@ -681,7 +717,7 @@ static void on_renew_timer(struct warp_timer *t, void *user)
 	struct warp_portmap *pm = user;
 
 	if (pm->race.winner >= 0)
-		enqueue(&pm->w[pm->race.winner], JOB_RENEW);
+		enqueue(pm->w[pm->race.winner], JOB_RENEW);
 }
 
 static void on_pinhole_timer(struct warp_timer *t, void *user)
@@ -689,8 +725,8 @@ static void on_pinhole_timer(struct warp_timer *t, void *user)
 	struct warp_portmap *pm = user;
 
 	for (unsigned int i = 0; i < pm->nw; i++)
-		if (pm->w[i].method == WARP_PORTMAP_UPNP)
-			enqueue(&pm->w[i], JOB_RENEW_PINHOLE);
+		if (pm->w[i]->method == WARP_PORTMAP_UPNP)
+			enqueue(pm->w[i], JOB_RENEW_PINHOLE);
 }
 
 static void handle_pinhole(struct warp_portmap *pm, const struct result *res)
@@ -714,7 +750,7 @@ static void handle_pinhole(struct warp_portmap *pm, const struct result *res)
 static void handle(struct warp_portmap *pm, const struct result *res)
 {
 	uint64_t now = warp_time_ns();
-	unsigned int method = pm->w[res->idx].method;
+	unsigned int method = pm->w[res->idx]->method;
 	enum warp_portmap_action act;
 	uint64_t at;
 
@@ -759,7 +795,7 @@ static void handle(struct warp_portmap *pm, const struct result *res)
 		 * gateways that speak both, deleting it later would take ours down too. */
 		for (unsigned int i = 0; i < pm->nw; i++)
 			if (i != res->idx)
-				__atomic_store_n(&pm->w[i].abandon, true, __ATOMIC_RELEASE);
+				__atomic_store_n(&pm->w[i]->abandon, true, __ATOMIC_RELEASE);
 		pm->have = true;
 		pm->cur.method = method;
 		pm->cur.external = res->ext;
@@ -777,7 +813,7 @@ static void handle(struct warp_portmap *pm, const struct result *res)
 		 * deleting it would remove the winner's; it goes when the winner's does. */
 		if (pm->have && !nat_sa_equal((const struct sockaddr *)&res->ext,
 						 (const struct sockaddr *)&pm->cur.external))
-			enqueue(&pm->w[res->idx], JOB_DELETE);
+			enqueue(pm->w[res->idx], JOB_DELETE);
 		break;
 	case WARP_PORTMAP_ALL_FAILED:
 		emit(pm, WARP_PORTMAP_FAILED, 0, NULL, pm->last_err ? pm->last_err : res->status);
@@ -796,6 +832,18 @@ static void on_result(void *arg)
 		handle(sh->pm, res);
 	free(res);
 	sh_put(sh);
+}
+
+static struct worker *new_worker(unsigned int method)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->method = method;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	return w;
 }
 
 struct warp_portmap *warp_portmap_new(struct warp_loop *loop, const struct warp_portmap_cfg *cfg,
@@ -831,18 +879,21 @@ struct warp_portmap *warp_portmap_new(struct warp_loop *loop, const struct warp_
 	pm->sh->refs = 1;
 	pm->sh->pm = pm;
 	if (cfg->methods & (WARP_PORTMAP_UPNP | WARP_PORTMAP_PINHOLE6))
-		pm->w[pm->nw++].method = WARP_PORTMAP_UPNP;
+		pm->w[pm->nw++] = new_worker(WARP_PORTMAP_UPNP);
 	if (cfg->methods & WARP_PORTMAP_NATPMP)
-		pm->w[pm->nw++].method = WARP_PORTMAP_NATPMP;
+		pm->w[pm->nw++] = new_worker(WARP_PORTMAP_NATPMP);
 	for (unsigned int i = 0; i < pm->nw; i++) {
-		struct worker *w = &pm->w[i];
+		struct worker *w = pm->w[i];
+
+		if (!w) {
+			err = ENOMEM;
+			goto fail;
+		}
 
 		w->sh = pm->sh;
 		w->loop = loop;
 		w->cfg = pm->cfg;
 		w->idx = i;
-		pthread_mutex_init(&w->lock, NULL);
-		pthread_cond_init(&w->cond, NULL);
 		err = pthread_create(&w->thread, NULL, worker_main, w);
 		if (err)
 			goto fail;
@@ -871,28 +922,29 @@ void warp_portmap_free(struct warp_portmap *pm)
 	if (pm->sh)
 		pm->sh->pm = NULL; /* results still in the loop's queue are dropped */
 	for (unsigned int i = 0; i < pm->nw; i++) {
-		struct worker *w = &pm->w[i];
+		struct worker *w = pm->w[i];
+		bool orphan;
 
-		if (!w->started)
+		if (!w)
 			continue;
+		if (!w->started) {
+			worker_free(w);
+			continue;
+		}
 		pthread_mutex_lock(&w->lock);
 		__atomic_store_n(&w->quit, true, __ATOMIC_RELEASE);
+		/* SSDP discovery cannot be interrupted and made nothing yet that needs undoing:
+		 * leave the thread to finish (and free its worker) instead of waiting seconds
+		 * for it.  Anything else (a mapping to delete) is waited for. */
+		orphan = w->orphan = w->discovering;
 		pthread_cond_signal(&w->cond);
 		pthread_mutex_unlock(&w->lock);
-	}
-	for (unsigned int i = 0; i < pm->nw; i++) {
-		struct worker *w = &pm->w[i];
-
-		if (w->started)
+		if (orphan) {
+			pthread_detach(w->thread);
+		} else {
 			pthread_join(w->thread, NULL);
-		while (w->head) {
-			struct job *j = w->head;
-
-			w->head = j->next;
-			free(j);
+			worker_free(w);
 		}
-		pthread_mutex_destroy(&w->lock);
-		pthread_cond_destroy(&w->cond);
 	}
 	warp_timer_free(pm->renew_timer);
 	warp_timer_free(pm->pinhole_timer);
