@@ -1860,9 +1860,11 @@ int warp_pipe_close(struct warp_pipe *p)
 	return err == -WARP_ECLOSED ? 0 : err;
 }
 
+/* Done once both ends have closed and ours was acknowledged; the stream may linger after that
+ * to re-acknowledge the peer's last packets, but nobody needs to wait for it. */
 static bool close_done(void *user)
 {
-	return !((struct warp_pipe *)user)->registered;
+	return !pipe_usable(user);
 }
 
 int warp_pipe_close_wait(struct warp_pipe *p, int timeout_ms)
