@@ -71,8 +71,8 @@ void warp_natclass_cfg_default(struct warp_natclass_cfg *cfg)
 	cfg->quorum = 2;
 	cfg->probe_rto_ms = 200;
 	cfg->probe_timeout_ms = 1500;
-	cfg->hairpin_timeout_ms = 400;
-	cfg->filter_wait_ms = 500;
+	cfg->hairpin_timeout_ms = 150;
+	cfg->filter_wait_ms = 150;
 	cfg->max_duration_ms = 8000;
 }
 
@@ -140,9 +140,9 @@ struct warp_natclass *warp_natclass_new(const struct warp_natclass_cfg *cfg)
 	if (!nc->cfg.probe_timeout_ms)
 		nc->cfg.probe_timeout_ms = 1500;
 	if (!nc->cfg.hairpin_timeout_ms)
-		nc->cfg.hairpin_timeout_ms = 400;
+		nc->cfg.hairpin_timeout_ms = 150;
 	if (!nc->cfg.filter_wait_ms)
-		nc->cfg.filter_wait_ms = 500;
+		nc->cfg.filter_wait_ms = 150;
 	if (!nc->cfg.max_duration_ms)
 		nc->cfg.max_duration_ms = 8000;
 	ccfg.rto_ms = nc->cfg.probe_rto_ms;

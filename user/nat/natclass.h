@@ -72,9 +72,9 @@ struct warp_natclass_cfg {
 	unsigned int quorum;	     /* agreeing servers for a verdict (2) */
 	uint32_t probe_rto_ms;	     /* first retransmission (200) */
 	uint32_t probe_timeout_ms;   /* a probe unanswered by then is lost (1500) */
-	uint32_t hairpin_timeout_ms; /* (400) */
+	uint32_t hairpin_timeout_ms; /* (150) */
 	/* CHANGE-REQUEST probes count as lost this long after the filter socket's plain Binding
-	 * was answered (at least 4 of its RTTs) (500) */
+	 * was answered (at least 4 of its RTTs) (150) */
 	uint32_t filter_wait_ms;
 	uint32_t max_duration_ms; /* hard stop (8000) */
 	bool no_hairpin;
